@@ -1,0 +1,142 @@
+// Schema of the hamfast ops, the argument checks shared by the CPU and CUDA kernels, and the Python
+// module stub whose import registers everything. Kernels live in cpu/ and cuda/ and only register
+// themselves; autograd and the fake (meta) kernels are registered from hamfast/ops.py.
+#include "grouped_conv.h"
+
+#include <Python.h>
+#include <torch/library.h>
+
+namespace hamfast {
+
+namespace {
+
+void check_same_device_and_dtype(const at::Tensor& t, const char* name, const at::Tensor& like, const char* like_name) {
+  TORCH_CHECK(t.device() == like.device(), "hamfast.grouped_conv2d: ", name, " is on ", t.device(), " but ", like_name,
+              " is on ", like.device());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "hamfast.grouped_conv2d: ", name, " has dtype ", t.scalar_type(),
+              " but ", like_name, " has dtype ", like.scalar_type());
+}
+
+void check_grad_out(const at::Tensor& grad_out, const ConvGeometry& geo) {
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == geo.batch && grad_out.size(1) == geo.out_channels &&
+                  grad_out.size(2) == geo.out_height && grad_out.size(3) == geo.out_width,
+              "hamfast.grouped_conv2d backward: grad_out has shape ", grad_out.sizes(), ", expected [", geo.batch, ", ",
+              geo.out_channels, ", ", geo.out_height, ", ", geo.out_width, "]");
+}
+
+bool built_with_cuda() {
+#ifdef HAMFAST_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
+  TORCH_CHECK(input_size.size() == 4, "hamfast.grouped_conv2d: x must be 4-D [B, Cin, H, W], got sizes ", input_size);
+  TORCH_CHECK(weight_size.size() == 5, "hamfast.grouped_conv2d: weight must be 5-D [G, Cout, Cin, kh, kw], got sizes ",
+              weight_size);
+  TORCH_CHECK(stride >= 1, "hamfast.grouped_conv2d: stride must be >= 1, got ", stride);
+  TORCH_CHECK(padding >= 0, "hamfast.grouped_conv2d: padding must be >= 0, got ", padding);
+  ConvGeometry geo{};
+  geo.batch = input_size[0];
+  geo.in_channels = input_size[1];
+  geo.height = input_size[2];
+  geo.width = input_size[3];
+  geo.groups = weight_size[0];
+  geo.out_channels = weight_size[1];
+  geo.kernel_h = weight_size[3];
+  geo.kernel_w = weight_size[4];
+  geo.stride = stride;
+  geo.padding = padding;
+  TORCH_CHECK(geo.groups >= 1, "hamfast.grouped_conv2d: weight must hold at least one group");
+  TORCH_CHECK(weight_size[2] == geo.in_channels, "hamfast.grouped_conv2d: weight expects Cin=", weight_size[2],
+              " input channels, x has ", geo.in_channels);
+  TORCH_CHECK(geo.kernel_h >= 1 && geo.kernel_w >= 1 && geo.kernel_h <= geo.height + 2 * padding &&
+                  geo.kernel_w <= geo.width + 2 * padding,
+              "hamfast.grouped_conv2d: kernel ", geo.kernel_h, "x", geo.kernel_w, " does not fit the padded input ",
+              geo.height + 2 * padding, "x", geo.width + 2 * padding);
+  geo.out_height = (geo.height + 2 * padding - geo.kernel_h) / stride + 1;
+  geo.out_width = (geo.width + 2 * padding - geo.kernel_w) / stride + 1;
+  return geo;
+}
+
+void check_plan(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo, const at::Tensor& like) {
+  TORCH_CHECK(order.dim() == 1 && order.size(0) == geo.batch && order.scalar_type() == at::kLong,
+              "hamfast.grouped_conv2d: order must be int64 [", geo.batch, "], got ", order.scalar_type(), " ",
+              order.sizes());
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == geo.groups + 1 && offsets.scalar_type() == at::kLong,
+              "hamfast.grouped_conv2d: offsets must be int64 [G + 1] = [", geo.groups + 1, "], got ",
+              offsets.scalar_type(), " ", offsets.sizes());
+  TORCH_CHECK(order.device() == like.device() && offsets.device() == like.device(),
+              "hamfast.grouped_conv2d: the group plan is on ", order.device(), " but the data is on ", like.device());
+  if (!offsets.is_cpu()) return;  // reading device memory here would cost a sync per layer
+  auto off = offsets.contiguous();
+  const int64_t* o = off.data_ptr<int64_t>();
+  TORCH_CHECK(o[0] == 0 && o[geo.groups] == geo.batch,
+              "hamfast.grouped_conv2d: offsets must run from 0 to B=", geo.batch, ", got ", o[0], " .. ", o[geo.groups]);
+  for (int64_t g = 0; g < geo.groups; ++g) {
+    TORCH_CHECK(o[g] <= o[g + 1], "hamfast.grouped_conv2d: offsets must not decrease (group ", g, ")");
+  }
+}
+
+ConvGeometry check_forward_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "hamfast.grouped_conv2d: x must be floating point, got ",
+              x.scalar_type());
+  check_same_device_and_dtype(weight, "weight", x, "x");
+  ConvGeometry geo = make_geometry(x.sizes(), weight.sizes(), stride, padding);
+  if (bias.has_value()) {
+    check_same_device_and_dtype(*bias, "bias", x, "x");
+    TORCH_CHECK(bias->dim() == 2 && bias->size(0) == geo.groups && bias->size(1) == geo.out_channels,
+                "hamfast.grouped_conv2d: bias must be [G, Cout] = [", geo.groups, ", ", geo.out_channels, "], got ",
+                bias->sizes());
+  }
+  check_plan(order, offsets, geo, x);
+  return geo;
+}
+
+ConvGeometry check_backward_input_args(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
+                                       const at::Tensor& offsets, at::IntArrayRef input_size, int64_t stride,
+                                       int64_t padding) {
+  check_same_device_and_dtype(weight, "weight", grad_out, "grad_out");
+  ConvGeometry geo = make_geometry(input_size, weight.sizes(), stride, padding);
+  check_grad_out(grad_out, geo);
+  check_plan(order, offsets, geo, grad_out);
+  return geo;
+}
+
+ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
+                                        const at::Tensor& offsets, at::IntArrayRef weight_size, int64_t stride,
+                                        int64_t padding) {
+  check_same_device_and_dtype(x, "x", grad_out, "grad_out");
+  ConvGeometry geo = make_geometry(x.sizes(), weight_size, stride, padding);
+  check_grad_out(grad_out, geo);
+  check_plan(order, offsets, geo, grad_out);
+  return geo;
+}
+
+TORCH_LIBRARY(hamfast, m) {
+  m.def(
+      "grouped_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor order, Tensor offsets, int stride, int padding) "
+      "-> Tensor");
+  m.def(
+      "grouped_conv2d_backward_input(Tensor grad_out, Tensor weight, Tensor order, Tensor offsets, int[] input_size, "
+      "int stride, int padding) -> Tensor");
+  m.def(
+      "grouped_conv2d_backward_weight(Tensor grad_out, Tensor x, Tensor order, Tensor offsets, int[] weight_size, "
+      "int stride, int padding) -> Tensor");
+  m.def("built_with_cuda() -> bool", &built_with_cuda);
+}
+
+}  // namespace hamfast
+
+extern "C" {
+// Importing hamfast._C runs the static TORCH_LIBRARY registrations above; the module itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}

@@ -1,0 +1,39 @@
+// Shared declarations of the hamfast grouped-convolution op: its geometry and the argument checks
+// every backend runs before touching memory.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace hamfast {
+
+// Sizes of one grouped convolution. x: [batch, in_channels, height, width];
+// weight: [groups, out_channels, in_channels, kernel_h, kernel_w]; out: [batch, out_channels, out_height, out_width].
+struct ConvGeometry {
+  int64_t batch, in_channels, height, width;
+  int64_t groups, out_channels, kernel_h, kernel_w;
+  int64_t stride, padding, out_height, out_width;
+
+  // Reduction length of one output element: in_channels * kernel_h * kernel_w.
+  int64_t depth() const { return in_channels * kernel_h * kernel_w; }
+};
+
+// Validates ranks, channel counts, stride, padding and that the kernel fits the padded input.
+ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_size, int64_t stride, int64_t padding);
+
+// The group plan: order int64 [batch] (sample indices sorted by group), offsets int64 [groups + 1].
+// Checks shapes, dtypes and devices; on CPU also the contents (offsets rise from 0 to batch).
+void check_plan(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo, const at::Tensor& like);
+
+// Full checks of each op's arguments; each returns the geometry.
+ConvGeometry check_forward_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding);
+ConvGeometry check_backward_input_args(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
+                                       const at::Tensor& offsets, at::IntArrayRef input_size, int64_t stride,
+                                       int64_t padding);
+ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
+                                        const at::Tensor& offsets, at::IntArrayRef weight_size, int64_t stride,
+                                        int64_t padding);
+
+}  // namespace hamfast

@@ -1,0 +1,287 @@
+"""The grouped 2-D convolution: every sample is convolved with the weights of its own group.
+
+``out[b] = conv2d(x[b], weight[group[b]], bias[group[b]], stride, padding)``
+
+HAM generates one set of conv weights per modality pattern; in a mixed batch every sample carries
+its own pattern, so every sample needs its own group's weights. :func:`grouped_conv2d` does that
+for the whole batch in one call of the compiled op (``torch.ops.hamfast.grouped_conv2d``), and
+gradients flow into ``x``, ``weight`` and ``bias``. :func:`grouped_conv2d_reference` is the same
+function in plain PyTorch (a loop over the groups present); it is what the fused op is tested and
+benchmarked against, and what runs when the extension is not built.
+
+A batch is sorted by group once (:func:`make_group_plan`); pass the plan to every layer so a deep
+network does not re-sort per layer.
+
+Example::
+
+    >>> x = torch.randn(5, 4, 32, 32)
+    >>> weight = torch.randn(3, 8, 4, 5, 5)       # G=3 groups, Cout=8, Cin=4, 5x5
+    >>> group = torch.tensor([2, 0, 2, 1, 0])
+    >>> plan = make_group_plan(group, num_groups=3)
+    >>> grouped_conv2d(x, weight, None, group, plan=plan).shape
+    torch.Size([5, 8, 28, 28])
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from hamfast import _extension
+
+Tensor = torch.Tensor
+
+__all__ = ["GroupPlan", "make_group_plan", "grouped_conv2d", "grouped_conv2d_reference", "conv_output_size"]
+
+
+class GroupPlan(NamedTuple):
+    """A batch sorted by group, computed once and reused by every layer.
+
+    Attributes:
+        group: int64 [B], the group of each sample (caller's order).
+        order: int64 [B], sample indices sorted by group (stable): ``order[offsets[g]:offsets[g+1]]``
+            are the samples of group g.
+        offsets: int64 [G + 1], start of each group's range in ``order``; ``offsets[G] == B``.
+    """
+
+    group: Tensor
+    order: Tensor
+    offsets: Tensor
+
+    @property
+    def num_groups(self) -> int:
+        return self.offsets.numel() - 1
+
+    def counts(self) -> Tensor:
+        """int64 [G], samples per group."""
+        return self.offsets[1:] - self.offsets[:-1]
+
+
+def make_group_plan(group: Tensor, num_groups: int, *, validate: bool = True) -> GroupPlan:
+    """Sort a batch by group.
+
+    Args:
+        group: integer [B], values in ``[0, num_groups)``, any order, repeats and unused groups allowed.
+        num_groups: G, the number of weight sets.
+        validate: check the group range (one device sync on CUDA). Skipped while ``torch.compile``
+            traces.
+
+    Returns:
+        A :class:`GroupPlan` on ``group``'s device.
+    """
+    if not isinstance(group, Tensor) or group.dim() != 1:
+        raise ValueError(f"group must be a 1-D integer tensor [B], got {_describe(group)}")
+    if group.dtype.is_floating_point or group.dtype.is_complex or group.dtype == torch.bool:
+        raise TypeError(f"group must hold integers, got dtype {group.dtype}")
+    if num_groups < 1:
+        raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+    group = group.long()
+    if validate and group.numel() > 0 and not torch.compiler.is_compiling():
+        low, high = int(group.min()), int(group.max())
+        if low < 0 or high >= num_groups:
+            raise IndexError(
+                f"group ids must lie in [0, {num_groups}) (weight has G={num_groups}), got values in [{low}, {high}]"
+            )
+    order = torch.argsort(group, stable=True)
+    counts = torch.zeros(num_groups, dtype=torch.long, device=group.device)
+    counts.scatter_add_(0, group, torch.ones_like(group))
+    offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    return GroupPlan(group, order, offsets)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis (no dilation)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _describe(t) -> str:
+    if isinstance(t, Tensor):
+        return f"tensor of shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+    return type(t).__name__
+
+
+def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int) -> None:
+    """Raise a clear error for arguments the op cannot take (checked before any kernel runs)."""
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a 4-D tensor [B, Cin, H, W], got {_describe(x)}")
+    if not isinstance(weight, Tensor) or weight.dim() != 5:
+        raise ValueError(f"weight must be a 5-D tensor [G, Cout, Cin, kh, kw], got {_describe(weight)}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"x must be floating point, got {x.dtype}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} differs from x dtype {x.dtype}")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but x is on {x.device}")
+    if weight.shape[2] != x.shape[1]:
+        raise ValueError(f"weight expects Cin={weight.shape[2]} input channels, x has {x.shape[1]}")
+    if bias is not None:
+        if not isinstance(bias, Tensor) or bias.dim() != 2:
+            raise ValueError(f"bias must be None or a 2-D tensor [G, Cout], got {_describe(bias)}")
+        if tuple(bias.shape) != tuple(weight.shape[:2]):
+            raise ValueError(
+                f"bias shape {tuple(bias.shape)} does not match weight's [G, Cout] = {tuple(weight.shape[:2])}"
+            )
+        if bias.dtype != x.dtype:
+            raise TypeError(f"bias dtype {bias.dtype} differs from x dtype {x.dtype}")
+        if bias.device != x.device:
+            raise ValueError(f"bias is on {bias.device} but x is on {x.device}")
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if int(padding) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    kh, kw = weight.shape[3], weight.shape[4]
+    h, w = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    if kh > h or kw > w:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h}x{w} (padding={padding})")
+
+
+def _resolve_plan(group: Optional[Tensor], weight: Tensor, x: Tensor, plan: Optional[GroupPlan]) -> GroupPlan:
+    num_groups = weight.shape[0]
+    if plan is None:
+        if group is None:
+            raise ValueError("pass either group [B] or a precomputed plan")
+        plan = make_group_plan(group, num_groups)
+    if plan.num_groups != num_groups:
+        raise ValueError(f"plan was made for G={plan.num_groups} groups, weight has G={num_groups}")
+    if plan.order.numel() != x.shape[0]:
+        raise ValueError(f"plan covers {plan.order.numel()} samples, x has B={x.shape[0]}")
+    if plan.order.device != x.device:
+        raise ValueError(f"plan/group is on {plan.order.device} but x is on {x.device}")
+    return plan
+
+
+def grouped_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    group: Optional[Tensor],
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    plan: Optional[GroupPlan] = None,
+) -> Tensor:
+    """Convolve every sample with its own group's weights, in one fused call.
+
+    ``out[b] = conv2d(x[b:b+1], weight[group[b]], bias[group[b]], stride, padding)[0]``
+
+    Args:
+        x: [B, Cin, H, W], float32 (float64 on CPU; CUDA takes float32 and float64).
+        weight: [G, Cout, Cin, kh, kw], same dtype and device as ``x``.
+        bias: [G, Cout] or None.
+        group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given.
+        stride: the same along both spatial axes.
+        padding: zero padding, the same on all four sides.
+        plan: from :func:`make_group_plan` (reuse it across the layers of a network).
+
+    Returns:
+        [B, Cout, Ho, Wo] with ``Ho = (H + 2 * padding - kh) // stride + 1`` (likewise Wo).
+        Differentiable in ``x``, ``weight`` and ``bias``; unused groups get zero gradients.
+    """
+    _check_args(x, weight, bias, stride, padding)
+    plan = _resolve_plan(group, weight, x, plan)
+    if not _extension.available():
+        _extension.warn_fallback(str(_extension._load_error))
+        return _reference_with_plan(x, weight, bias, plan, stride, padding)
+    if x.is_cuda and not _extension.has_cuda_kernels():
+        _extension.warn_fallback("the extension was built without CUDA kernels")
+        return _reference_with_plan(x, weight, bias, plan, stride, padding)
+    return torch.ops.hamfast.grouped_conv2d(x, weight, bias, plan.order, plan.offsets, int(stride), int(padding))
+
+
+def grouped_conv2d_reference(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    group: Optional[Tensor],
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    plan: Optional[GroupPlan] = None,
+) -> Tensor:
+    """:func:`grouped_conv2d` in plain PyTorch: one ``F.conv2d`` per group present.
+
+    Same arguments, result and gradients as :func:`grouped_conv2d`.
+    """
+    _check_args(x, weight, bias, stride, padding)
+    plan = _resolve_plan(group, weight, x, plan)
+    return _reference_with_plan(x, weight, bias, plan, stride, padding)
+
+
+def _reference_with_plan(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: GroupPlan, stride: int, padding: int
+) -> Tensor:
+    cout, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+    out_shape = (
+        x.shape[0],
+        cout,
+        conv_output_size(x.shape[2], kh, stride, padding),
+        conv_output_size(x.shape[3], kw, stride, padding),
+    )
+    out = x.new_zeros(out_shape)
+    offsets = plan.offsets.tolist()
+    for g in range(plan.num_groups):
+        start, end = offsets[g], offsets[g + 1]
+        if start == end:
+            continue
+        index = plan.order[start:end]
+        out_g = F.conv2d(x[index], weight[g], None if bias is None else bias[g], stride, padding)
+        out = out.index_copy(0, index, out_g)
+    return out
+
+
+# ---- registration of the compiled op's fake (meta) kernel and autograd formula ----------------
+if _extension.available():
+
+    @torch.library.register_fake("hamfast::grouped_conv2d")
+    def _grouped_conv2d_fake(x, weight, bias, order, offsets, stride, padding):
+        ho = conv_output_size(x.shape[2], weight.shape[3], stride, padding)
+        wo = conv_output_size(x.shape[3], weight.shape[4], stride, padding)
+        return x.new_empty((x.shape[0], weight.shape[1], ho, wo))
+
+    @torch.library.register_fake("hamfast::grouped_conv2d_backward_input")
+    def _backward_input_fake(grad_out, weight, order, offsets, input_size, stride, padding):
+        return grad_out.new_empty(input_size)
+
+    @torch.library.register_fake("hamfast::grouped_conv2d_backward_weight")
+    def _backward_weight_fake(grad_out, x, order, offsets, weight_size, stride, padding):
+        return x.new_empty(weight_size)
+
+    def _setup_context(ctx, inputs, output):
+        x, weight, bias, order, offsets, stride, padding = inputs
+        x_needs, weight_needs, bias_needs = ctx.needs_input_grad[:3]
+        ctx.save_for_backward(
+            x if weight_needs else None, weight if x_needs else None, order, offsets
+        )
+        ctx.input_size = list(x.shape)
+        ctx.weight_size = list(weight.shape)
+        ctx.stride, ctx.padding = stride, padding
+
+    def _backward(ctx, grad_out):
+        x, weight, order, offsets = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.hamfast.grouped_conv2d_backward_input(
+                grad_out, weight, order, offsets, ctx.input_size, ctx.stride, ctx.padding
+            )
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.ops.hamfast.grouped_conv2d_backward_weight(
+                grad_out, x, order, offsets, ctx.weight_size, ctx.stride, ctx.padding
+            )
+        if ctx.needs_input_grad[2]:
+            grad_bias = _segment_sum(grad_out.sum((2, 3)), order, offsets)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+    torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
+
+
+def _segment_sum(per_sample: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
+    """Sum rows of ``per_sample`` [B, C] per group -> [G, C] (zeros for empty groups)."""
+    counts = offsets[1:] - offsets[:-1]
+    num_groups = counts.numel()
+    sorted_group = torch.repeat_interleave(
+        torch.arange(num_groups, device=counts.device), counts, output_size=order.numel()
+    )
+    out = per_sample.new_zeros((num_groups, per_sample.shape[1]))
+    return out.index_add(0, sorted_group, per_sample[order])
