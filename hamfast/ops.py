@@ -177,7 +177,12 @@ def grouped_conv2d(
     Returns:
         [B, Cout, Ho, Wo] with ``Ho = (H + 2 * padding - kh) // stride + 1`` (likewise Wo).
         Differentiable in ``x``, ``weight`` and ``bias``; unused groups get zero gradients.
+        Under ``torch.autocast`` the inputs are cast to float32 and so is the result.
     """
+    if isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type):
+        # The kernels compute in float32; under autocast the generated weights may arrive in bf16/fp16.
+        x, weight = x.float(), weight.float()
+        bias = None if bias is None else bias.float()
     _check_args(x, weight, bias, stride, padding)
     plan = _resolve_plan(group, weight, x, plan)
     if not _extension.available():
@@ -274,6 +279,11 @@ if _extension.available():
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
     torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
+
+    # The CPU kernels call ATen convolutions, which autocast would otherwise turn to bf16/fp16 inside.
+    for _op in ("grouped_conv2d", "grouped_conv2d_backward_input", "grouped_conv2d_backward_weight"):
+        for _device_type in ("cpu", "cuda"):
+            torch.library.register_autocast(f"hamfast::{_op}", _device_type, torch.float32)
 
 
 def _segment_sum(per_sample: Tensor, order: Tensor, offsets: Tensor) -> Tensor:

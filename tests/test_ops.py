@@ -158,6 +158,16 @@ def test_torch_compile_traces_the_op_in_one_graph():
 
 
 @requires_extension
+def test_autocast_runs_in_float32():
+    x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = grouped_conv2d(x, weight.bfloat16(), bias.bfloat16(), group, stride, padding)
+    assert out.dtype == torch.float32
+    expected = grouped_conv2d_reference(x, weight.bfloat16().float(), bias.bfloat16().float(), group, stride, padding)
+    torch.testing.assert_close(out, expected)
+
+
+@requires_extension
 def test_plan_is_reusable_and_equivalent_to_group():
     x, weight, bias, group, stride, padding = make_case("fifteen_groups_some_empty", "cpu")
     plan = make_group_plan(group, weight.shape[0])
