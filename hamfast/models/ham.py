@@ -1,0 +1,186 @@
+"""HAM, the Hypernetwork for Absent Modalities (Fürböck et al.).
+
+A hypernetwork h maps the binary modality pattern mu (t1, t1ce, t2, flair) to the parameters
+``theta_mu = h(mu)`` of a CBRTiny, and ``f_{theta_mu}`` classifies a slice whose absent modalities
+are zero. The loss gradient flows through ``theta_mu`` into h, so one h serves all 15 patterns.
+
+A batch may mix patterns. :meth:`HAM.forward` finds the G distinct patterns present, runs h once
+for them, sorts the batch by pattern once (:func:`hamfast.ops.make_group_plan`) and runs every
+conv layer as one grouped convolution with that plan; batch norm is per pattern
+(:class:`~hamfast.models.pattern_norm.PatternBatchNorm`) and the head is a batched matmul with
+each sample's generated head. Each sample gets exactly what the task model of its own pattern
+(:meth:`HAM.task_model`) gives it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamfast import ops
+from hamfast.models.cbrtiny import CBRTiny
+from hamfast.models.hypernet import HyperNetwork
+from hamfast.models.inputs import POOL_KERNEL, POOL_STRIDE, as_available, check_input, mask_missing
+from hamfast.models.pattern_norm import PatternBatchNorm
+from hamfast.patterns import code_to_mu, pattern_code
+
+Tensor = torch.Tensor
+
+__all__ = ["HAM", "BACKENDS"]
+
+BACKENDS = {"fused": ops.grouped_conv2d, "reference": ops.grouped_conv2d_reference}
+
+HYPER_LAYERS = 4
+# The pattern-dependent part of the initial last-layer weight, relative to the scale of PyTorch's
+# default init of each generated tensor: small, so every pattern starts near a fresh CBRTiny.
+INIT_SPREAD = 0.1
+
+
+def _template_layout(template: CBRTiny) -> tuple[list[tuple[str, tuple[int, ...]]], Tensor, Tensor]:
+    """The generated parameters of ``template``: names and shapes, the flat values, the init spreads.
+
+    The spread of a conv/linear tensor is ``INIT_SPREAD / sqrt(fan_in)`` (PyTorch's default init
+    draws from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``); for batch-norm affine parameters (init 1 and
+    0) it is ``INIT_SPREAD``.
+    """
+    layout, values, spreads = [], [], []
+    for module_name, module in template.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if isinstance(module, nn.BatchNorm2d):
+                scale = 1.0
+            else:
+                scale = 1.0 / math.sqrt(module.weight[0].numel())
+            layout.append((f"{module_name}.{param_name}", tuple(param.shape)))
+            values.append(param.detach().flatten())
+            spreads.append(torch.full((param.numel(),), INIT_SPREAD * scale))
+    return layout, torch.cat(values), torch.cat(spreads)
+
+
+class HAM(nn.Module):
+    """The hypernetwork and its generated CBRTiny, run on mixed-pattern batches.
+
+    Args:
+        in_channels: M, the modalities (the length of mu).
+        num_classes: output classes of the task model.
+        widths: conv block widths of the task model (the paper: 64, 128, 256, 512).
+        hidden: hidden width of the hypernetwork (the paper: 4).
+        kernel_size: conv kernel side of the task model (the paper: 5).
+        backend: ``"fused"`` runs the convolutions with :func:`hamfast.ops.grouped_conv2d` (the
+            compiled op), ``"reference"`` with :func:`hamfast.ops.grouped_conv2d_reference`
+            (plain PyTorch, one conv per pattern).
+
+    ``forward(x: [B, M, H, W], available: bool [B, M]) -> logits [B, num_classes]``; sample b is
+    classified by the task model of ``mu = available[b]`` with its absent channels zeroed. Every
+    sample needs at least one modality.
+
+    The hypernetwork's last layer starts with the flat parameters of a default-initialised CBRTiny
+    as its bias and a small weight, so the generated weights start at PyTorch's default scale.
+    Batch-norm running statistics are kept per pattern in 2**M slots indexed by the pattern code
+    (:func:`hamfast.patterns.pattern_code`); a pattern never seen in training keeps mean 0 and
+    variance 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        num_classes: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        hidden: int = 4,
+        kernel_size: int = 5,
+        backend: str = "fused",
+    ):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        template = CBRTiny(in_channels, num_classes, widths, kernel_size)
+        self.in_channels = template.in_channels
+        self.num_classes = template.num_classes
+        self.widths = template.widths
+        self.kernel_size = template.kernel_size
+        self.hidden = int(hidden)
+        self.backend = backend
+        self.layout, base, spread = _template_layout(template)
+        self.hypernet = HyperNetwork(
+            self.in_channels, base.numel(), hidden=self.hidden, num_layers=HYPER_LAYERS, base=base, spread=spread
+        )
+        self.norms = nn.ModuleList(PatternBatchNorm(w, num_slots=2**self.in_channels) for w in self.widths)
+
+    def generate(self, mu: Tensor) -> dict[str, Tensor]:
+        """The task-model parameters of each pattern.
+
+        Args:
+            mu: [G, M], bool or 0/1.
+
+        Returns:
+            ``{name: [G, *shape]}`` for every parameter of CBRTiny (``named_parameters`` names,
+            e.g. ``"trunk.blocks.0.0.weight"`` [G, widths[0], M, k, k], ``"head.bias"`` [G, classes]).
+        """
+        weight = self.hypernet.out.weight
+        flat = self.hypernet(torch.as_tensor(mu, device=weight.device).to(weight.dtype))  # [G, P]
+        sizes = [math.prod(shape) for _, shape in self.layout]
+        return {
+            name: part.reshape((flat.shape[0],) + shape)
+            for (name, shape), part in zip(self.layout, flat.split(sizes, dim=1))
+        }
+
+    def forward(self, x: Tensor, available: Tensor) -> Tensor:
+        check_input(x, self.in_channels, len(self.widths), self.kernel_size)
+        available = as_available(available, x)
+        codes = pattern_code(available)  # [B]
+        empty = codes == 0
+        if bool(empty.any()):
+            raise ValueError(
+                f"available row {int(empty.nonzero()[0])} has no modality: HAM needs at least one "
+                "modality per sample (the empty pattern has no task model)"
+            )
+        slots, group = torch.unique(codes, return_inverse=True)  # slots [G] sorted, group [B] in [0, G)
+        plan = ops.make_group_plan(group, slots.numel(), validate=False)
+        params = self.generate(code_to_mu(slots, self.in_channels))
+        conv = BACKENDS[self.backend]
+        h = mask_missing(x, available)
+        for i, norm in enumerate(self.norms):
+            prefix = f"trunk.blocks.{i}"
+            h = conv(h, params[f"{prefix}.0.weight"], params[f"{prefix}.0.bias"], group, plan=plan)
+            h = norm(h, plan, slots, params[f"{prefix}.1.weight"], params[f"{prefix}.1.bias"])
+            h = F.max_pool2d(F.relu(h), POOL_KERNEL, POOL_STRIDE)
+        features = h.mean((2, 3))  # [B, C]
+        head_weight = params["head.weight"][group]  # [B, classes, C]
+        return torch.bmm(head_weight, features[:, :, None])[:, :, 0] + params["head.bias"][group]
+
+    def task_model(self, mu) -> CBRTiny:
+        """The plain CBRTiny that HAM generates for one pattern, usable without the hypernetwork.
+
+        Args:
+            mu: bool or 0/1 [M] (t1, t1ce, t2, flair), or the pattern code as an int.
+
+        Returns:
+            A standalone CBRTiny (detached copies) on HAM's device, with the generated weights, the
+            generated batch-norm affine parameters and this pattern's running statistics, in HAM's
+            train/eval mode. Call it as ``model(x * mu[:, None, None])`` or ``model(x, available)``.
+        """
+        mu = torch.as_tensor(mu)
+        if mu.dim() == 0:
+            mu = code_to_mu(mu, self.in_channels)
+        if tuple(mu.shape) != (self.in_channels,):
+            raise ValueError(f"mu must be a pattern [{self.in_channels}] or a pattern code, got shape {tuple(mu.shape)}")
+        code = int(pattern_code(mu))
+        if code == 0:
+            raise ValueError("mu is the empty pattern; it has no task model")
+        device = self.hypernet.out.weight.device
+        with torch.device("meta"):
+            model = CBRTiny(self.in_channels, self.num_classes, self.widths, self.kernel_size)
+        model = model.to_empty(device=device)
+        with torch.no_grad():
+            params = self.generate(mu[None])
+            for name, param in model.named_parameters():
+                param.copy_(params[name][0])
+            for block, norm in zip(model.trunk.blocks, self.norms):
+                bn = block[1]
+                bn.eps, bn.momentum = norm.eps, norm.momentum
+                bn.running_mean.copy_(norm.running_mean[code])
+                bn.running_var.copy_(norm.running_var[code])
+                bn.num_batches_tracked.copy_(norm.num_batches_tracked[code])
+        return model.train(self.training)

@@ -1,0 +1,367 @@
+"""Training, prediction and checkpoints for HAM and the baselines.
+
+Every method trains with batch 16, learning rate 1e-4 and a focal loss weighted by inverse class
+frequency (``hamfast.training.losses``); HAM uses RMSprop, the baselines Adam. What a step sees
+depends on the method (``hamfast.training.sampling``); in every case a sample is only shown with
+modalities it really has:
+
+* ``standard``: complete samples only;
+* ``dropout``: every sample masked with its own random non-empty subset of its modalities;
+* ``featimpute``: one random pattern per batch, the batch from the samples that have it; the loss
+  adds FeatImpute's consistency and domain terms;
+* ``ham``, ``schedule="paper"``: one random pattern for ``n_it`` (10) consecutive batches, each
+  batch from the samples that have it; ``schedule="mixed"``: per-sample patterns as in dropout,
+  the mixed batch in one fused call.
+
+Before each callback and at the end, HAM's per-pattern batch-norm statistics are recomputed with
+the current weights (``hamfast.training.recalibrate``; ``TrainConfig.recalibrate``).
+
+Example::
+
+    >>> config = TrainConfig("ham", iterations=2000, widths=(16, 32, 32, 64))
+    >>> result = train(config, images, available, labels, progress=True)
+    >>> probs = predict_proba(result.model, test_images, test_available)
+    >>> save_checkpoint("ham.pt", result)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from hamfast.models import BACKENDS, METHODS, HAM, FeatImpute, build_model
+from hamfast.models.inputs import mask_missing
+from hamfast.patterns import NUM_MODALITIES
+from hamfast.training.losses import class_weights, focal_loss
+from hamfast.training.recalibrate import recalibrate_pattern_norms
+from hamfast.training.sampling import make_sampler
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "build_from_config",
+    "predict_proba",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+SCHEDULES = ("paper", "mixed")
+CHECKPOINT_FORMAT = "hamfast.checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Args:
+        method: ``"standard"``, ``"dropout"``, ``"featimpute"`` or ``"ham"``.
+        schedule: HAM's pattern schedule, ``"paper"`` or ``"mixed"`` (ignored by the baselines).
+        iterations: optimiser steps (a callback may stop earlier).
+        batch_size: samples per step.
+        lr: learning rate (RMSprop for HAM, Adam otherwise).
+        widths: CBRTiny block widths.
+        hidden: HAM's hypernetwork width.
+        kernel_size: CBRTiny conv kernel side.
+        seed: seeds model initialisation, batch and pattern sampling, and augmentation.
+        device: torch device for the model and batches.
+        augment: apply ``hamfast.data.ModalityAugment`` to every training sample.
+        n_it: steps per pattern in HAM's paper schedule.
+        backend: HAM's grouped-convolution backend, ``"fused"`` or ``"reference"``.
+        num_classes: output classes.
+        focal_gamma: focusing parameter of the focal loss.
+        recalibrate: HAM only: recompute every pattern's batch-norm running statistics with the
+            current weights on the training samples (precise BN,
+            :func:`hamfast.training.recalibrate.recalibrate_pattern_norms`) before each callback
+            and at the end; without it, rarely trained patterns keep stale statistics.
+    """
+
+    method: str
+    schedule: str = "paper"
+    iterations: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    hidden: int = 4
+    kernel_size: int = 5
+    seed: int = 0
+    device: str = "cpu"
+    augment: bool = True
+    n_it: int = 10
+    backend: str = "fused"
+    num_classes: int = 3
+    focal_gamma: float = 2.0
+    recalibrate: bool = True
+
+    def __post_init__(self):
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
+        for name in ("iterations", "batch_size", "n_it", "num_classes", "hidden", "kernel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        """Plain types only (``widths`` as a list), for JSON and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["widths"] = list(self.widths)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its config and history.
+
+    Attributes:
+        model: the trained network (in eval mode after :func:`train` and :func:`load_checkpoint`).
+        config: the run's :class:`TrainConfig`.
+        history: ``"loss"``: the training loss of every step (list[float]); ``"iterations"``: steps
+            done; ``"stopped_early"``: whether the callback stopped the run; ``"class_weights"``:
+            the focal-loss weights.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    history: dict = field(default_factory=dict)
+
+
+def build_from_config(config: TrainConfig) -> nn.Module:
+    """The (untrained) network that ``config`` describes."""
+    return build_model(
+        config.method,
+        in_channels=NUM_MODALITIES,
+        num_classes=config.num_classes,
+        widths=config.widths,
+        hidden=config.hidden,
+        kernel_size=config.kernel_size,
+        backend=config.backend,
+    )
+
+
+def _as_inputs(images, available, labels=None):
+    """Checked tensors: images float32 [N, M, H, W], available bool [N, M], labels int64 [N]."""
+    images = torch.as_tensor(images, dtype=torch.float32)
+    available = torch.as_tensor(available).bool()
+    if images.dim() != 4 or images.shape[1] != NUM_MODALITIES:
+        raise ValueError(f"images must be [N, {NUM_MODALITIES}, H, W], got {tuple(images.shape)}")
+    if available.shape != images.shape[:2]:
+        raise ValueError(f"available must be [N, {NUM_MODALITIES}] = {tuple(images.shape[:2])}, got {tuple(available.shape)}")
+    if labels is None:
+        return images, available
+    labels = torch.as_tensor(labels).long()
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be [N] = [{images.shape[0]}], got {tuple(labels.shape)}")
+    return images, available, labels
+
+
+def _make_augment(config: TrainConfig):
+    """A per-sample ``(image [M, H, W], mu bool [M]) -> image`` augmentation, or None."""
+    if not config.augment:
+        return None
+    from hamfast.data import ModalityAugment
+
+    return ModalityAugment(seed=config.seed)
+
+
+def _batch(images: Tensor, index: Tensor, mu: Tensor, augment, device) -> tuple[Tensor, Tensor]:
+    """The step's input x [b, M, H, W] and mu bool [b, M] on ``device``; the channels absent from mu
+    are zeroed before the (per-sample) augmentation, so it never sees them."""
+    x = mask_missing(images[index.to(images.device)], mu.to(images.device))
+    if augment is not None:
+        x = torch.stack([augment(sample, m) for sample, m in zip(x, mu)])
+    return x.to(device), mu.to(device)
+
+
+def _step_loss(model: nn.Module, loss_fn, x: Tensor, mu: Tensor, target: Tensor) -> Tensor:
+    """The focal task loss of a batch (``target`` int64 [b, 1]), plus FeatImpute's auxiliary terms."""
+    if isinstance(model, FeatImpute):
+        features = model.encode(x, mu)
+        return loss_fn(model.classify(features), target) + model.auxiliary_loss(features)
+    return loss_fn(model(x, mu), target)
+
+
+def train(
+    config: TrainConfig,
+    images,
+    available,
+    labels,
+    *,
+    callback: Optional[Callable[[int, nn.Module], Optional[bool]]] = None,
+    eval_every: Optional[int] = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``config.method`` on the given samples.
+
+    Args:
+        config: the run.
+        images: float [N, 4, H, W] (tensor or numpy); absent channels may hold anything, they are
+            never shown.
+        available: bool [N, 4], the modalities each sample really has (the training mask).
+        labels: int64 [N], values in ``[0, num_classes)``.
+        callback: ``callback(iteration, model)`` after every ``eval_every`` steps (iteration counts
+            the steps done); returning True stops training. A HAM's batch-norm statistics are
+            recomputed first (``config.recalibrate``). The model is put back in train mode after
+            it returns.
+        eval_every: steps between callback calls; needed when ``callback`` is given.
+        progress: show a tqdm progress bar with the running loss and ETA.
+
+    Returns:
+        A :class:`TrainResult`; the model is in eval mode.
+
+    The same config (seed) gives the same loss history on CPU.
+    """
+    images, available, labels = _as_inputs(images, available, labels)
+    if callback is not None and (eval_every is None or eval_every < 1):
+        raise ValueError(f"eval_every must be a positive int when callback is given, got {eval_every}")
+    device = torch.device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(config.method, config.schedule, available, config.batch_size, config.n_it, generator)
+    weights = class_weights(labels[sampler.pool], config.num_classes)
+    loss_fn = focal_loss(weights.to(device), config.focal_gamma)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_from_config(config).to(device)
+    optimizer_cls = torch.optim.RMSprop if config.method == "ham" else torch.optim.Adam
+    optimizer = optimizer_cls(model.parameters(), lr=config.lr)
+    augment = _make_augment(config)
+    source = images if augment is not None else images.to(device)  # augmentation runs on the CPU
+    history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.iterations, desc=config.method, unit="it", dynamic_ncols=True)
+    recalibrated_at = None
+    model.train()
+    try:
+        for iteration in range(1, config.iterations + 1):
+            index, mu = sampler()
+            x, mu = _batch(source, index, mu, augment, device)
+            target = labels[index].to(device)[:, None]
+            loss = _step_loss(model, loss_fn, x, mu, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history["loss"].append(loss.item())
+            history["iterations"] = iteration
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", refresh=False)
+            if callback is not None and iteration % eval_every == 0:
+                recalibrated_at = _recalibrate(model, config, source, available, iteration)
+                stop = callback(iteration, model)
+                model.train()
+                if stop:
+                    history["stopped_early"] = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    if recalibrated_at != history["iterations"]:
+        _recalibrate(model, config, source, available, history["iterations"])
+    return TrainResult(model.eval(), config, history)
+
+
+def _recalibrate(model: nn.Module, config: TrainConfig, images: Tensor, available: Tensor, iteration: int) -> int:
+    """Precise per-pattern batch-norm statistics for HAM (if ``config.recalibrate``); returns ``iteration``."""
+    if isinstance(model, HAM) and config.recalibrate:
+        recalibrate_pattern_norms(model, images, available)
+    return iteration
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, device="cpu") -> Tensor:
+    """Class probabilities of every sample, in eval mode without gradients.
+
+    Args:
+        model: any hamfast model (moved to ``device``; its train/eval mode is restored afterwards).
+        images: float [N, 4, H, W] (tensor or numpy).
+        available: bool [N, 4], the modalities to use for each sample (the others are zeroed). HAM
+            runs the patterns of a batch together.
+        batch_size: samples per forward pass.
+        device: where to run.
+
+    Returns:
+        float32 [N, num_classes] on the CPU, rows summing to 1.
+    """
+    images, available = _as_inputs(images, available)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        chunks = [
+            torch.softmax(model(images[i : i + batch_size].to(device), available[i : i + batch_size].to(device)), 1)
+            for i in range(0, images.shape[0], batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).float().cpu()
+
+
+def save_checkpoint(
+    path: Union[str, os.PathLike],
+    result_or_model: Union[TrainResult, nn.Module],
+    config: Optional[TrainConfig] = None,
+    history: Optional[dict] = None,
+) -> None:
+    """Write the model weights (all buffers included: HAM's per-pattern statistics), config and history.
+
+    Args:
+        path: file to write (parent folders are created).
+        result_or_model: a :class:`TrainResult`, or a model (then ``config`` is required).
+        config: overrides the result's config.
+        history: overrides the result's history.
+    """
+    if isinstance(result_or_model, TrainResult):
+        model = result_or_model.model
+        config = config if config is not None else result_or_model.config
+        history = history if history is not None else result_or_model.history
+    else:
+        model = result_or_model
+    if not isinstance(config, TrainConfig):
+        raise ValueError("config (a TrainConfig) is needed to save a bare model")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "history": history or {}, "state_dict": state},
+        path,
+    )
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainResult:
+    """Rebuild the model of a checkpoint from its config and load its weights.
+
+    Returns:
+        A :class:`TrainResult` with the model on ``map_location`` in eval mode.
+    """
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a hamfast checkpoint ({CHECKPOINT_FORMAT})")
+    config = TrainConfig.from_dict(payload["config"])
+    model = build_from_config(config)
+    model.load_state_dict(payload["state_dict"])
+    return TrainResult(model.to(map_location).eval(), config, payload["history"])
