@@ -1,0 +1,316 @@
+"""The BraTS reader: layout discovery, ``prepare_brats`` (with its cache) and ``open_cohort``.
+
+Layout (BraTS 2019)::
+
+    root/[MICCAI_BraTS_2019_Data_Training/]
+        survival_data.csv                      BraTS19ID, Age, Survival, ResectionStatus
+        HGG/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz
+        LGG/<ID>/...
+
+Also accepted: case folders directly under the data root (BraTS 2020+ and clinical cohorts), a
+``survival_info.csv`` table, the later file namings (``hamfast.data.naming``) and ``.nii``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from hamfast.data.case import SliceChoice, check_size, check_slice_choice, read_case
+from hamfast.data.cohort import Cohort, json_ready, cohort_paths, read_manifest
+from hamfast.data.naming import MODALITIES, nifti_stem
+from hamfast.data.slices import Percentile, pad_to, percentile_bounds, resize
+from hamfast.data.survival import check_thresholds, read_survival_table, survival_class
+from hamfast.data.volumes import CaseError
+
+__all__ = [
+    "TRAINING_DIR", "SURVIVAL_TABLES", "GRADE_DIRS", "find_layout", "reader_settings", "prepare_brats", "open_cohort",
+]
+
+TRAINING_DIR = "MICCAI_BraTS_2019_Data_Training"
+SURVIVAL_TABLES = ("survival_data.csv", "survival_info.csv")
+GRADE_DIRS = ("HGG", "LGG")
+ON_ERROR = ("raise", "skip")
+_NOT_SETTINGS = ("cache_dir", "progress")
+
+
+def _has_nifti(folder: Path) -> bool:
+    return any(nifti_stem(path) is not None for path in folder.iterdir())
+
+
+def find_layout(root) -> tuple[Path, Path, list[Path]]:
+    """``(data_root, survival_table, case_dirs)`` of a BraTS copy; case folders sorted by id.
+
+    A case folder is a sub-folder of ``HGG/``, ``LGG/`` or the data root holding a NIfTI file.
+    Raises a ``ValueError`` naming what is missing.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"BraTS root {root} is not a folder")
+    data_root = root / TRAINING_DIR if (root / TRAINING_DIR).is_dir() else root
+    tables = [folder / name for name in SURVIVAL_TABLES for folder in (data_root, root) if (folder / name).is_file()]
+    if not tables:
+        raise ValueError(f"BraTS root {root}: no survival table ({' or '.join(SURVIVAL_TABLES)}) in {data_root} "
+                         f"or {root}")
+    parents = [data_root] + [data_root / grade for grade in GRADE_DIRS if (data_root / grade).is_dir()]
+    cases: dict[str, Path] = {}
+    for parent in parents:
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir() and p.name not in GRADE_DIRS):
+            if not _has_nifti(folder):
+                continue
+            if folder.name in cases:
+                raise ValueError(f"BraTS root {root}: case {folder.name} found twice: {cases[folder.name]} and {folder}")
+            cases[folder.name] = folder
+    if not cases:
+        raise ValueError(f"BraTS root {root}: no case folders with NIfTI files under {data_root} "
+                         f"({'/'.join(GRADE_DIRS)} or directly)")
+    return data_root, tables[0], [cases[name] for name in sorted(cases)]
+
+
+def _fingerprint(table: Path, case_dirs: Sequence[Path]) -> str:
+    """Hash of the names, sizes and modification times of the table and every NIfTI file (no reading)."""
+    entries = [(table.name, table.stat().st_size, table.stat().st_mtime_ns)]
+    for folder in case_dirs:
+        for path in sorted(folder.iterdir()):
+            if nifti_stem(path) is not None:
+                stat = path.stat()
+                entries.append((folder.name, path.name, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def reader_settings(
+    size: Optional[int] = None,
+    survival_thresholds: Sequence[float] = (300, 450),
+    include_censored: bool = False,
+    slice_policy: SliceChoice = None,
+    percentile: Percentile = None,
+    crop: bool = True,
+    on_error: str = "raise",
+) -> dict:
+    """The reader settings checked and in their saved (JSON) form; see :func:`prepare_brats`."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    bounds = percentile_bounds(percentile)
+    return json_ready({
+        "size": None if size is None else check_size(size),
+        "survival_thresholds": check_thresholds(survival_thresholds),
+        "include_censored": bool(include_censored),
+        "slice_policy": check_slice_choice(slice_policy, "slice_policy"),
+        "percentile": bounds,
+        "crop": bool(crop),
+        "on_error": on_error,
+    })
+
+
+def prepare_brats(
+    root,
+    *,
+    cache_dir=None,
+    size: Optional[int] = None,
+    survival_thresholds: Sequence[float] = (300, 450),
+    include_censored: bool = False,
+    slice_policy: SliceChoice = None,
+    percentile: Percentile = None,
+    crop: bool = True,
+    on_error: str = "raise",
+    progress: bool = False,
+) -> Cohort:
+    """Read a BraTS-layout cohort into one axial slice per patient.
+
+    Per case: the axial slice with the largest tumour area (segmentation > 0); each present
+    modality min-max scaled to [0, 1] over the brain; cropped to the brain's bounding box, padded
+    to a square and resized (see ``hamfast.data.case.read_case``). A missing modality file sets that
+    modality's availability to False and its channel to zeros.
+
+    Args:
+        root: the BraTS copy (the folder holding ``MICCAI_BraTS_2019_Data_Training/``, or that folder).
+        cache_dir: if given, the cohort is saved there, keyed by the settings, the root and the files'
+            names, sizes and times; a later call with the same key loads it without reading NIfTI.
+        size: output side in pixels (square). None: no resampling; every slice is padded to the
+            largest squared crop in the cohort.
+        survival_thresholds: ``(short_below, long_above)`` days: class 0 if < 300, 2 if > 450, else 1.
+        include_censored: keep ``ALIVE (N days later)`` cases, with N days as their survival (a lower
+            bound; their ids are listed in ``report["censored_kept"]``). Default: skip and count them.
+        slice_policy: for cases without a segmentation (or an empty one): an axial index (int) or
+            ``"largest_brain"``. None: such a case is an error.
+        percentile: None for min-max, or percentile clipping before scaling (``p`` means ``(100-p, p)``).
+        crop: crop to the brain's bounding box.
+        on_error: ``"raise"``: an unreadable case (no modality, unreadable or non-3-D file, shape
+            mismatch, NaN, no usable segmentation without ``slice_policy``) raises a
+            :class:`~hamfast.data.volumes.CaseError` naming the file; ``"skip"``: skip it, warn and report it.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`Cohort`. Its ``report`` holds ``source`` (root, data root, table, fingerprint),
+        ``counts`` (``case_folders``, ``kept``, ``skipped``, ``skipped_by_reason``, ``censored_kept``,
+        ``survival_rows_without_images``, ``missing_modality`` per modality among the kept cases),
+        ``skipped`` (one ``{"id", "reason", "detail"}`` per skipped case; reasons ``no_survival_row``,
+        ``censored``, ``unparsable_survival`` or a ``CaseError.reason``), ``censored_kept`` and
+        ``survival_rows_without_images`` (ids) and ``cache`` (path, whether it was loaded).
+        Survival cells that are blank or unparsable also raise a warning naming the case.
+    """
+    settings = reader_settings(size, survival_thresholds, include_censored, slice_policy, percentile, crop, on_error)
+    data_root, table_path, case_dirs = find_layout(root)
+    source = {
+        "root": str(Path(root).expanduser().resolve()),
+        "data_root": str(data_root.resolve()),
+        "survival_table": str(table_path.resolve()),
+        "fingerprint": _fingerprint(table_path, case_dirs),
+    }
+    cache_path = None
+    if cache_dir is not None:
+        key = hashlib.sha256(json.dumps({"settings": settings, "source": source}, sort_keys=True).encode()).hexdigest()
+        cache_path = Path(cache_dir).expanduser() / f"brats_{key[:20]}"
+        if cohort_paths(cache_path)[0].is_file():
+            try:
+                cohort = Cohort.load(cache_path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                warnings.warn(f"cohort cache {cache_path}.npz unreadable ({exc}); reading the NIfTI files again")
+            else:
+                cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": True}
+                return cohort
+
+    cohort = _read_cohort(case_dirs, table_path, settings, progress)
+    cohort.report = {"source": source, **cohort.report}
+    if cache_path is not None:
+        cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": False}
+        cohort.save(cache_path)
+    return cohort
+
+
+def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, progress: bool) -> Cohort:
+    table = read_survival_table(table_path)
+    skipped, censored_kept = [], []
+    ids, images, available, indices, rows = [], [], [], [], []
+    iterator = case_dirs
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(case_dirs, desc="reading BraTS cases", unit="case")
+    for case_dir in iterator:
+        case = case_dir.name
+        row = table.get(case)
+        if row is None:
+            skipped.append({"id": case, "reason": "no_survival_row", "detail": f"no row in {table_path.name}"})
+            continue
+        if row.status == "unparsable":
+            warnings.warn(f"{table_path}: case {case}: survival {row.raw!r} is neither a number of days nor "
+                          "'ALIVE (N days later)'; the case is skipped")
+            skipped.append({"id": case, "reason": "unparsable_survival", "detail": repr(row.raw)})
+            continue
+        if row.status == "censored" and not settings["include_censored"]:
+            skipped.append({"id": case, "reason": "censored", "detail": row.raw})
+            continue
+        try:
+            image, mask, index = read_case(
+                case_dir, slice_policy=settings["slice_policy"], percentile=settings["percentile"], crop=settings["crop"]
+            )
+        except CaseError as exc:
+            if settings["on_error"] == "raise":
+                raise
+            warnings.warn(f"skipping case {case}: {exc}")
+            skipped.append({"id": case, "reason": exc.reason, "detail": str(exc)})
+            continue
+        if row.status == "censored":
+            censored_kept.append(case)
+        ids.append(case)
+        images.append(image if settings["size"] is None else resize(image, settings["size"]))
+        available.append(mask)
+        indices.append(index)
+        rows.append(row)
+
+    reasons = Counter(entry["reason"] for entry in skipped)
+    if not ids:
+        raise ValueError(f"{table_path.parent}: no usable case among {len(case_dirs)} folders (skipped: {dict(reasons)})")
+    if settings["size"] is None:
+        side = max(image.shape[1] for image in images)
+        images = [pad_to(image, side) for image in images]
+    available = np.stack(available)
+    days = np.array([row.days for row in rows], dtype=np.float64)
+    without_images = sorted(set(table) - {d.name for d in case_dirs})
+    report = {
+        "counts": {
+            "case_folders": len(case_dirs),
+            "kept": len(ids),
+            "skipped": len(skipped),
+            "skipped_by_reason": dict(sorted(reasons.items())),
+            "censored_kept": len(censored_kept),
+            "survival_rows_without_images": len(without_images),
+            "missing_modality": {m: int((~available[:, i]).sum()) for i, m in enumerate(MODALITIES)},
+        },
+        "skipped": skipped,
+        "censored_kept": censored_kept,
+        "survival_rows_without_images": without_images,
+    }
+    return Cohort(
+        images=np.stack(images),
+        available=available,
+        labels=survival_class(days, settings["survival_thresholds"]),
+        survival_days=days,
+        age=np.array([row.age for row in rows], dtype=np.float64),
+        ids=ids,
+        slice_index=np.array(indices, dtype=np.int64),
+        report=report,
+        settings=settings,
+    )
+
+
+def _settings_mismatch(saved: dict, given: dict) -> list[str]:
+    """The given reader settings (checked and normalised) that differ from a saved cohort's, as text."""
+    wanted = reader_settings(**given)
+    return [f"{key}={wanted[key]!r} (cache: {saved.get(key)!r})" for key in given if saved.get(key) != wanted[key]]
+
+
+def open_cohort(path, **settings) -> Cohort:
+    """A cohort from a cache or a BraTS copy: what ``--data ROOT_OR_CACHE`` accepts.
+
+    Args:
+        path: a BraTS root (then :func:`prepare_brats` runs with ``settings``), a cache folder
+            written by ``prepare_brats(cache_dir=...)``, or one cohort file (``.npz``/``.json``
+            written by :meth:`Cohort.save`, the suffix may be left out).
+        **settings: ``prepare_brats`` keywords. For a cache, the reader settings among them must
+            match the cache's (in a folder they pick the one cache that matches), and ``cache_dir``
+            and ``progress`` are ignored.
+
+    Raises:
+        ValueError: nothing usable at ``path``, or no (or more than one) cache matching the settings.
+    """
+    path = Path(path).expanduser()
+    given = {key: value for key, value in settings.items() if key not in _NOT_SETTINGS}
+    reader_settings(**given)  # unknown keywords and bad values fail here, whatever ``path`` is
+    if path.is_dir():
+        if (path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES):
+            return prepare_brats(path, **settings)
+        return _open_cache_folder(path, given)
+    if not cohort_paths(path)[0].is_file():
+        raise ValueError(f"{path}: no such BraTS folder, cache folder or cohort file")
+    cohort = Cohort.load(path)
+    mismatch = _settings_mismatch(cohort.settings, given)
+    if mismatch:
+        raise ValueError(f"cohort {path} was made with other settings: asked {', '.join(mismatch)}")
+    return cohort
+
+
+def _open_cache_folder(path: Path, given: dict) -> Cohort:
+    manifests = {}
+    for candidate in sorted(path.glob("*.json")):
+        try:
+            manifests[candidate] = read_manifest(candidate)
+        except (ValueError, OSError):
+            continue
+    if not manifests:
+        raise ValueError(f"{path} is neither a BraTS root (no {TRAINING_DIR}/ nor {' / '.join(SURVIVAL_TABLES)}) "
+                         "nor a cohort cache folder (no hamfast cohort manifest)")
+    matching = [p for p, m in manifests.items() if not _settings_mismatch(m["settings"], given)]
+    if len(matching) != 1:
+        listing = "; ".join(f"{p.name}: {m['settings']}" for p, m in manifests.items())
+        problem = "no cache matches" if not matching else f"{len(matching)} caches match"
+        raise ValueError(f"cache folder {path}: {problem} the settings {given}; give the settings that pick one. "
+                         f"Caches: {listing}")
+    return Cohort.load(matching[0])

@@ -1,0 +1,162 @@
+"""The prepared cohort: one 2-D slice stack per patient with labels, and its on-disk form.
+
+On disk a cohort is one compressed ``.npz`` (arrays + report + settings, self-contained) and a
+small JSON manifest beside it with the same stem (format, settings, source, counts), readable
+without loading the images.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hamfast.data.naming import MODALITIES
+
+__all__ = ["COHORT_FORMAT", "Cohort", "cohort_paths", "read_manifest", "json_ready"]
+
+COHORT_FORMAT = "hamfast.cohort/1"
+_ARRAYS = ("images", "available", "labels", "survival_days", "age", "slice_index")
+
+
+def cohort_paths(path) -> tuple[Path, Path]:
+    """``(npz, manifest)`` for a cohort path given as ``X``, ``X.npz`` or ``X.json``."""
+    path = Path(path).expanduser()
+    stem = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+
+
+def read_manifest(path) -> dict:
+    """The JSON manifest of the cohort at ``path`` (any form accepted by :func:`cohort_paths`)."""
+    manifest_path = cohort_paths(path)[1]
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    if manifest.get("format") != COHORT_FORMAT:
+        raise ValueError(f"{manifest_path} is not a hamfast cohort manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def json_ready(value):
+    """``value`` through a JSON round trip (tuples become lists), so saved and fresh settings compare equal."""
+    return json.loads(json.dumps(value))
+
+
+@dataclass
+class Cohort:
+    """N patients, one axial slice each, channels in the order of ``MODALITIES`` (t1, t1ce, t2, flair).
+
+    Attributes:
+        images: float32 [N, 4, H, W] in [0, 1]; an absent modality's channel is all zero.
+        available: bool [N, 4], which modalities each patient really has.
+        labels: int64 [N], survival class 0 short, 1 mid, 2 long.
+        survival_days: float64 [N], days (the follow-up days for a censored case kept by
+            ``include_censored``).
+        age: float64 [N], years (nan if unknown).
+        ids: list[str] [N], case ids (folder names).
+        slice_index: int64 [N], the axial slice taken (index along each volume's last axis).
+        report: what the reader found, kept and skipped, and why (see ``prepare_brats``).
+        settings: the reader settings that made the cohort.
+    """
+
+    images: np.ndarray
+    available: np.ndarray
+    labels: np.ndarray
+    survival_days: np.ndarray
+    age: np.ndarray
+    ids: list
+    slice_index: np.ndarray
+    report: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images, dtype=np.float32)
+        self.available = np.asarray(self.available, dtype=bool)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.survival_days = np.asarray(self.survival_days, dtype=np.float64)
+        self.age = np.asarray(self.age, dtype=np.float64)
+        self.ids = [str(i) for i in self.ids]
+        self.slice_index = np.asarray(self.slice_index, dtype=np.int64)
+        n = len(self.ids)
+        if self.images.ndim != 4 or self.images.shape[:2] != (n, len(MODALITIES)):
+            raise ValueError(f"images must be [N={n}, {len(MODALITIES)}, H, W], got {self.images.shape}")
+        if self.available.shape != (n, len(MODALITIES)):
+            raise ValueError(f"available must be [N={n}, {len(MODALITIES)}], got {self.available.shape}")
+        for name in ("labels", "survival_days", "age", "slice_index"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must be [N={n}], got {getattr(self, name).shape}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, indices) -> "Cohort":
+        """A new cohort of the patients at ``indices`` (int array [K] or bool mask [N]), arrays copied."""
+        indices = np.asarray(indices)
+        indices = np.arange(len(self))[indices if indices.dtype == bool else indices.astype(np.int64)]
+        return Cohort(
+            images=self.images[indices],
+            available=self.available[indices],
+            labels=self.labels[indices],
+            survival_days=self.survival_days[indices],
+            age=self.age[indices],
+            ids=[self.ids[i] for i in indices],
+            slice_index=self.slice_index[indices],
+            report=copy.deepcopy(self.report),
+            settings=copy.deepcopy(self.settings),
+        )
+
+    def manifest(self) -> dict:
+        """The JSON manifest: format, settings, source, counts and array shapes."""
+        return json_ready({
+            "format": COHORT_FORMAT,
+            "n": len(self),
+            "image_shape": list(self.images.shape[1:]),
+            "modalities": list(MODALITIES),
+            "settings": self.settings,
+            "source": self.report.get("source"),
+            "counts": self.report.get("counts", {}),
+            "class_counts": np.bincount(self.labels, minlength=3).tolist(),
+            "modality_counts": dict(zip(MODALITIES, self.available.sum(0).tolist())),
+        })
+
+    def save(self, path) -> Path:
+        """Write ``<path>.npz`` (compressed) and the manifest ``<path>.json``; returns the .npz path.
+
+        Each file is written to a temporary name and renamed, so an interrupted save never leaves a
+        half-written cohort behind.
+        """
+        npz_path, manifest_path = cohort_paths(path)
+        npz_path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"format": COHORT_FORMAT, "report": self.report, "settings": self.settings})
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        ids = np.array(self.ids, dtype=str)
+        _write_atomic(npz_path, lambda handle: np.savez_compressed(handle, ids=ids, meta=np.array(meta), **arrays))
+        text = json.dumps(self.manifest(), indent=2)
+        _write_atomic(manifest_path, lambda handle: handle.write(text.encode("utf-8")))
+        return npz_path
+
+    @classmethod
+    def load(cls, path) -> "Cohort":
+        """Read a cohort written by :meth:`save` (``path`` with or without ``.npz``)."""
+        npz_path = cohort_paths(path)[0]
+        with np.load(npz_path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != COHORT_FORMAT:
+                raise ValueError(f"{npz_path} is not a hamfast cohort (format {meta.get('format')!r})")
+            arrays = {name: data[name] for name in _ARRAYS}
+            ids = data["ids"].tolist()
+        return cls(ids=ids, report=meta["report"], settings=meta["settings"], **arrays)
+
+
+def _write_atomic(path: Path, write) -> None:
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    try:
+        with handle:
+            write(handle)
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise

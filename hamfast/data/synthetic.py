@@ -1,0 +1,152 @@
+"""A BraTS-like synthetic cohort in the exact BraTS2019 on-disk layout (the embedded default data).
+
+Each case has three independent latent tumour traits, standard normal ``z = (z_N, z_R, z_O)``:
+necrosis size (seen in t1, t1ce), enhancing-rim thickness (t1ce only) and oedema extent (flair,
+t2; faint in t1, t1ce); see ``hamfast.data.phantom``. Larger traits mean shorter survival:
+
+    risk = w_N z_N + w_R z_R + w_O z_O + sqrt(NOISE_SHARE) eps,   eps ~ N(0, 1)
+    survival_days = exp(LOG_DAYS_MEAN - LOG_DAYS_SD * risk)
+
+with ``w`` proportional to ``TRAIT_WEIGHTS`` (1 : 0.5 : 1) and ``|w|^2 = 1 - NOISE_SHARE``.
+
+``risk`` is standard normal, so the day thresholds 300 and 450 split the cohort 36/25/39 %
+(short/mid/long), as in the paper's BraTS2019 cohort (the risks are spread evenly, see
+:func:`case_traits`). No single modality shows all three traits.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from hamfast.data.brats import TRAINING_DIR
+from hamfast.data.naming import MODALITIES, SEGMENTATION
+from hamfast.data.phantom import TumourTraits, render_case
+
+__all__ = ["DEFAULT_SHAPE", "TRAIT_RANGES_MM", "TRAIT_WEIGHTS", "case_traits", "trait_sizes", "make_synthetic_brats"]
+
+DEFAULT_SHAPE = (128, 128, 64)
+# Each trait's z maps through the normal CDF onto this range (uniform sizes, varying a lot).
+TRAIT_RANGES_MM = {"necrosis_mm": (3.0, 14.0), "rim_mm": (2.0, 10.0), "oedema_mm": (26.0, 60.0)}
+NOISE_SHARE = 0.05  # share of the risk variance not explained by the traits
+TRAIT_WEIGHTS = (1.0, 0.5, 1.0)  # relative weights of necrosis, rim, oedema in the risk
+# log-normal survival: P(days < 300) = 0.36 and P(days <= 450) = 0.61 for a standard normal risk
+_NORMAL = NormalDist()
+LOG_DAYS_SD = math.log(450 / 300) / (_NORMAL.inv_cdf(0.61) - _NORMAL.inv_cdf(0.36))
+LOG_DAYS_MEAN = math.log(300) - LOG_DAYS_SD * _NORMAL.inv_cdf(0.36)
+EXTRA_SHARE = 0.015  # share (of n_cases) of extra cases of each kind: censored, unparsable, no survival row
+MARKER = "hamfast_synthetic.json"
+_VERSION = 1
+
+
+def case_traits(seed: int, index: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Case ``index``'s latent traits ``z`` float [3] (necrosis, rim, oedema) and its survival in days.
+
+    The risk's quantile is ``frac(u0 + index * (golden ratio - 1))`` with ``u0`` drawn from ``seed``:
+    a low-discrepancy sequence, so any number of cases covers the risk distribution evenly and the
+    class shares stay within about one case of 36/25/39 %. The traits and the noise are then drawn
+    from their normal distribution given that risk.
+    """
+    quantile = (np.random.default_rng([seed]).random() + index * (math.sqrt(5) - 1) / 2) % 1.0
+    risk = _NORMAL.inv_cdf(min(max(quantile, 1e-6), 1 - 1e-6))
+    traits = np.array(TRAIT_WEIGHTS) * math.sqrt((1 - NOISE_SHARE) / sum(w * w for w in TRAIT_WEIGHTS))
+    weights = np.append(traits, math.sqrt(NOISE_SHARE))
+    g = rng.standard_normal(4)
+    v = risk * weights + g - weights * (weights @ g)  # (z, eps) ~ N(0, I) given weights @ (z, eps) = risk
+    return v[:3], float(math.exp(LOG_DAYS_MEAN - LOG_DAYS_SD * risk))
+
+
+def trait_sizes(z: np.ndarray) -> TumourTraits:
+    """The tumour sizes (mm) of latent traits ``z`` [3]: each through the normal CDF onto its ``TRAIT_RANGES_MM``."""
+    quantiles = [_NORMAL.cdf(float(v)) for v in z]
+    return TumourTraits(**{name: lo + (hi - lo) * q for (name, (lo, hi)), q in zip(TRAIT_RANGES_MM.items(), quantiles)})
+
+
+def _write_nifti(path: Path, volume: np.ndarray, spacing) -> None:
+    import nibabel as nib
+
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS voxel axes, like BraTS
+    image = nib.Nifti1Image(volume, affine)
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+
+
+def _survival_cell(kind: str, days: float, rng: np.random.Generator) -> str:
+    if kind == "censored":
+        return f"ALIVE ({int(days * rng.uniform(0.3, 0.9))} days later)"
+    if kind == "unparsable":
+        return rng.choice(["", "NA", "unknown"])
+    return f"{int(round(days))}"
+
+
+def make_synthetic_brats(root, n_cases: int = 213, shape=DEFAULT_SHAPE, seed: int = 0, *, progress: bool = False) -> Path:
+    """Write a synthetic BraTS2019-layout cohort under ``root`` and return ``root``.
+
+    Writes ``root/MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz``
+    (int16 images, uint8 BraTS labels, LPS axes, voxel size from a 240 x 240 x 155 mm field of view)
+    and ``survival_data.csv`` (``BraTS19ID, Age, Survival, ResectionStatus``).
+
+    ``n_cases`` HGG cases get a usable survival in days. On top, ``max(1, round(0.015 n_cases))`` cases
+    of each kind exercise the reader's report: censored (``ALIVE (N days later)``), unparsable
+    survival (blank, ``NA``, ``unknown``), and LGG cases without a survival row (as in BraTS2019).
+    Case ``i`` depends only on ``(seed, i)``, so a larger ``n_cases`` adds cases without changing the
+    others. A marker file records the arguments: calling again with the same ones returns at once.
+
+    Args:
+        root: output folder (created).
+        n_cases: cases with a usable survival label.
+        shape: volume shape (X, Y, Z) in voxels, axial slices along Z; X, Y >= 64.
+        seed: random seed.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        FileExistsError: ``root`` already holds a cohort made with other arguments, or other files.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape[:2]) < 64 or shape[2] < 8:
+        raise ValueError(f"shape must be (X, Y, Z) with X, Y >= 64 and Z >= 8, got {shape}")
+    if n_cases < 1:
+        raise ValueError(f"n_cases must be >= 1, got {n_cases}")
+    root = Path(root).expanduser()
+    data_root = root / TRAINING_DIR
+    arguments = {"version": _VERSION, "n_cases": int(n_cases), "shape": list(shape), "seed": int(seed)}
+    marker = data_root / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == arguments:
+        return root
+    if data_root.exists() and any(data_root.iterdir()):
+        raise FileExistsError(f"{data_root} is not empty (a cohort made with other arguments, or other files); "
+                              "choose an empty folder")
+
+    n_extra = max(1, round(EXTRA_SHARE * n_cases))
+    kinds = ["ok"] * n_cases + ["censored"] * n_extra + ["unparsable"] * n_extra + ["no_row"] * n_extra
+    rows = []
+    iterator = enumerate(kinds)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(kinds), desc="writing synthetic BraTS", unit="case")
+    for i, kind in iterator:
+        rng = np.random.default_rng([seed, i])
+        z, days = case_traits(seed, i, rng)
+        case = f"BraTS19_SYN_{i:04d}_1"
+        folder = data_root / ("LGG" if kind == "no_row" else "HGG") / case
+        folder.mkdir(parents=True)
+        images, seg, spacing = render_case(shape, trait_sizes(z), rng)
+        for modality, volume in zip(MODALITIES, images):
+            _write_nifti(folder / f"{case}_{modality}.nii.gz", volume, spacing)
+        _write_nifti(folder / f"{case}_{SEGMENTATION}.nii.gz", seg, spacing)
+        if kind != "no_row":
+            age = float(np.clip(rng.normal(61, 12), 19, 86))
+            resection = rng.choice(["GTR", "GTR", "STR", "NA"])
+            rows.append([case, f"{age:.3f}", _survival_cell(kind, days, rng), resection])
+
+    with open(data_root / "survival_data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["BraTS19ID", "Age", "Survival", "ResectionStatus"])
+        writer.writerows(rows)
+    marker.write_text(json.dumps(arguments))
+    return root

@@ -1,0 +1,119 @@
+"""The synthetic BraTS-like cohort: layout, determinism, what it encodes, and reading it back."""
+import csv
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel")
+
+from hamfast.data import MODALITIES, make_synthetic_brats, prepare_brats, survival_class  # noqa: E402
+from hamfast.data.brats import TRAINING_DIR  # noqa: E402
+from hamfast.data.synthetic import case_traits  # noqa: E402
+
+SHAPE = (64, 64, 16)
+N = 12
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_synthetic_brats(tmp_path_factory.mktemp("synthetic"), n_cases=N, shape=SHAPE, seed=3)
+
+
+def table(root):
+    with open(root / TRAINING_DIR / "survival_data.csv", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def case_arrays(root, case):
+    folder = next((root / TRAINING_DIR).glob(f"*/{case}"))
+    return {role: np.asanyarray(nib.load(str(folder / f"{case}_{role}.nii.gz")).dataobj) for role in MODALITIES + ("seg",)}
+
+
+def test_layout_files_and_table(root):
+    data = root / TRAINING_DIR
+    hgg, lgg = sorted(p.name for p in (data / "HGG").iterdir()), sorted(p.name for p in (data / "LGG").iterdir())
+    assert len(hgg) == N + 2 and len(lgg) == 1  # + one censored, one unparsable; one LGG case without a row
+    for case in hgg[:2] + lgg:
+        names = sorted(p.name for p in (data / ("LGG" if case in lgg else "HGG") / case).iterdir())
+        assert names == sorted(f"{case}_{role}.nii.gz" for role in MODALITIES + ("seg",))
+    arrays = case_arrays(root, hgg[0])
+    image = nib.load(str(data / "HGG" / hgg[0] / f"{hgg[0]}_t1.nii.gz"))
+    assert image.get_data_dtype() == np.int16 and image.shape == SHAPE and nib.aff2axcodes(image.affine) == ("L", "P", "S")
+    assert arrays["seg"].dtype == np.uint8 and set(np.unique(arrays["seg"])) <= {0, 1, 2, 4}
+    assert all(arrays[m].min() == 0 and arrays[m].max() > 0 for m in MODALITIES)
+    brain = arrays["t1"] != 0  # skull-stripped: the same brain in every modality, zero outside
+    assert all(np.array_equal(arrays[m] != 0, brain) for m in MODALITIES) and not (arrays["seg"][~brain]).any()
+    rows = table(root)
+    assert rows[0] == ["BraTS19ID", "Age", "Survival", "ResectionStatus"] and len(rows) == 1 + N + 2
+    cells = [row[2] for row in rows[1:]]
+    assert sum(bool(re.fullmatch(r"ALIVE \(\d+ days later\)", c)) for c in cells) == 1
+    assert sum(c.isdigit() for c in cells) == N
+
+
+def test_same_seed_same_cohort_other_seed_differs(root, tmp_path, capsys):
+    again = make_synthetic_brats(tmp_path / "again", n_cases=N, shape=SHAPE, seed=3)
+    other = make_synthetic_brats(tmp_path / "other", n_cases=N, shape=SHAPE, seed=4)
+    prefix = make_synthetic_brats(tmp_path / "prefix", n_cases=3, shape=SHAPE, seed=3, progress=True)
+    assert "writing synthetic BraTS" in capsys.readouterr().err
+    assert table(again) == table(root) and table(other) != table(root)
+    for case in ("BraTS19_SYN_0000_1", f"BraTS19_SYN_{N + 2:04d}_1"):
+        first, second = case_arrays(root, case), case_arrays(again, case)
+        assert all(np.array_equal(first[r], second[r]) for r in first)
+    case = "BraTS19_SYN_0002_1"
+    assert not np.array_equal(case_arrays(other, case)["flair"], case_arrays(root, case)["flair"])
+    assert np.array_equal(case_arrays(prefix, case)["t1ce"], case_arrays(root, case)["t1ce"])  # case i: (seed, i) only
+
+
+def test_existing_cohort_is_reused_or_refused(root):
+    marker = root / TRAINING_DIR / "hamfast_synthetic.json"
+    before = marker.stat().st_mtime_ns
+    assert make_synthetic_brats(root, n_cases=N, shape=SHAPE, seed=3) == root
+    assert marker.stat().st_mtime_ns == before
+    with pytest.raises(FileExistsError, match="not empty"):
+        make_synthetic_brats(root, n_cases=N, shape=SHAPE, seed=4)
+    with pytest.raises(ValueError, match="shape"):
+        make_synthetic_brats(root / "x", shape=(32, 64, 16))
+
+
+def test_the_reader_reads_it(root):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cohort = prepare_brats(root, size=96)
+    assert len(cohort) == N and cohort.images.shape == (N, 4, 96, 96) and cohort.available.all()
+    assert cohort.report["counts"]["skipped_by_reason"] == {"censored": 1, "no_survival_row": 1, "unparsable_survival": 1}
+    assert len([w for w in caught if "survival" in str(w.message)]) == 1
+    for i, case in enumerate(cohort.ids[:3]):
+        seg = case_arrays(root, case)["seg"]
+        assert cohort.slice_index[i] == np.argmax((seg > 0).sum((0, 1)))
+
+
+def test_class_shares_follow_the_paper():
+    """36/25/39 % short/mid/long, for any cohort size (from the survival model alone, no images)."""
+    for n, seed in ((213, 0), (120, 5)):
+        days = [case_traits(seed, i, np.random.default_rng([seed, i]))[1] for i in range(n)]
+        shares = np.bincount(survival_class(days), minlength=3) / n
+        assert np.abs(shares - [0.36, 0.25, 0.39]).max() < 0.02
+
+
+def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
+    """Larger traits mean shorter survival; the oedema trait sets the lesion area of the reader's slice
+    and the rim trait the enhancing area."""
+    n, seed = 40, 1
+    root = make_synthetic_brats(tmp_path, n_cases=n, shape=SHAPE, seed=seed)
+    traits, days, lesion, enhancing = [], [], [], []
+    for i in range(n):
+        z, d = case_traits(seed, i, np.random.default_rng([seed, i]))
+        seg = case_arrays(root, f"BraTS19_SYN_{i:04d}_1")["seg"]
+        axial = seg[..., np.argmax((seg > 0).sum((0, 1)))]
+        traits.append(z), days.append(d), lesion.append((axial > 0).sum()), enhancing.append((axial == 4).sum())
+    traits, days = np.array(traits), np.log(days)
+
+    def rank_corr(a, b):
+        return np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1]
+
+    assert all(rank_corr(traits[:, k], days) < -0.2 for k in range(3))
+    assert rank_corr(traits[:, 2], lesion) > 0.8
+    assert rank_corr(traits[:, 1], enhancing) > 0.6
+    assert abs(rank_corr(traits[:, 0], lesion)) < 0.4  # necrosis does not set the lesion size
