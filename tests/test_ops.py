@@ -110,10 +110,10 @@ def test_each_sample_uses_its_own_groups_weights(device):
 @requires_extension
 def test_gradcheck_float64_cpu():
     x, weight, bias, group, stride, padding = make_case("stride2_pad1", "cpu", dtype=torch.float64)
-    x, weight, bias = x[:4, :, :7, :7], weight[:, :3], bias[:, :3]
+    x, weight, bias = x[:3, :, :5, :5], weight[:, :2], bias[:, :2]
     inputs = tuple(t.clone().requires_grad_() for t in (x, weight, bias))
     assert torch.autograd.gradcheck(
-        lambda a, w, b: grouped_conv2d(a, w, b, group[:4], stride, padding), inputs, eps=1e-6, atol=1e-6
+        lambda a, w, b: grouped_conv2d(a, w, b, group[:3], stride, padding), inputs, eps=1e-6, atol=1e-6
     )
 
 
