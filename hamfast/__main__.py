@@ -1,0 +1,4 @@
+"""``python -m hamfast``: the ``hamfast`` command."""
+from hamfast.cli import main
+
+raise SystemExit(main())

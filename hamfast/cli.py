@@ -1,0 +1,519 @@
+"""The ``hamfast`` command (also ``python -m hamfast``).
+
+Subcommands: ``synth``, ``prepare``, ``train``, ``evaluate``, ``predict``, ``experiment``, ``demo``
+and ``bench``; ``hamfast COMMAND --help`` explains each. The data, training and plotting modules
+(monai, nibabel, matplotlib) are imported inside the subcommands that need them, so ``--help``
+works without them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+import hamfast
+from hamfast.experiments.config import (
+    ALL_SUBSETS,
+    DEMO_OVERRIDES,
+    PAPER_SUBSETS,
+    PRESETS,
+    make_settings,
+    parse_subset,
+    subset_label,
+)
+from hamfast.experiments.files import write_json_atomic
+from hamfast.experiments.runner import resolve_device, subset_mask
+from hamfast.experiments.stats import few_runs_warning
+from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
+from hamfast.models import METHODS
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("hamfast")
+
+CLASS_NAMES = ("short", "mid", "long")
+DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
+TRAIN_SIZE = 96  # `train`'s slice side for a BraTS root: the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wrap description paragraphs one by one (keeping indented lines as they are); append each
+    option's default unless it is None or a flag's."""
+
+    def _fill_text(self, text, width, indent):
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if any(line.startswith("  ") for line in paragraph.splitlines()):
+                paragraphs.append("\n".join(indent + line for line in paragraph.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool) or "default" in text:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+            return f"{text} (default: {default})"
+        return text
+
+
+class CommandError(Exception):
+    """A user error the command reports in one line (bad argument, missing file)."""
+
+
+def _logging_options(default) -> argparse.ArgumentParser:
+    """-v/-q, accepted before and after the subcommand (the subcommand's copy leaves an unset flag alone)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="log warnings only, no progress bars")
+    return parser
+
+
+def _add(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=description, formatter_class=_Formatter,
+                          parents=[_logging_options(argparse.SUPPRESS)])
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
+def _slice_index(text: str):
+    return text if text == "largest_brain" else int(text)
+
+
+def _add_device(parser) -> None:
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if visible, else cpu), cpu, cuda, cuda:1, ...")
+
+
+def _add_model_options(parser, defaults: dict) -> None:
+    group = parser.add_argument_group("model and training")
+    group.add_argument("--widths", type=_positive_int, nargs=4, metavar="W", default=defaults.get("widths"),
+                       help="CBRTiny block widths (the paper: 64 128 256 512)")
+    group.add_argument("--hidden", type=_positive_int, default=defaults.get("hidden"), help="HAM hypernetwork width")
+    group.add_argument("--kernel-size", type=_positive_int, default=defaults.get("kernel_size"), help="conv kernel side")
+    group.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size"), help="samples per step")
+    group.add_argument("--lr", type=float, default=defaults.get("lr"), help="learning rate (RMSprop for HAM, Adam otherwise)")
+    group.add_argument("--schedule", choices=("paper", "mixed"), default=defaults.get("schedule"),
+                       help="HAM's pattern schedule: paper (one pattern per batch, n_it steps) or mixed (per-sample patterns)")
+    group.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                       help="switch off the training augmentation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hamfast",
+        description="HAM, the Hypernetwork for Absent Modalities: train, evaluate and compare models for "
+        "incomplete multi-modal MRI (BraTS survival classification).",
+        epilog="Quick start: `hamfast demo`. Paper-scale experiments: docs/experiments.md.",
+        formatter_class=_Formatter,
+        parents=[_logging_options(False)],
+    )
+    parser.add_argument("--version", action="version", version=f"hamfast {hamfast.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _add(sub, "synth", "write a synthetic BraTS-like cohort",
+             "Write a synthetic cohort in the BraTS2019 layout (HGG/LGG case folders with t1, t1ce, t2, flair and seg "
+             "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
+    p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--cases", type=_positive_int, default=213, help="number of patients (BraTS2019 has 213 with survival)")
+    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=(96, 96, 16), help="volume shape in voxels")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
+    p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
+             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area) into a cohort cache "
+             "that --data accepts.")
+    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or survival_data.csv)")
+    p.add_argument("--cache", type=Path, required=True, help="cache folder to write the cohort into")
+    p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (default: native, padded to the largest)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="what an unreadable case does")
+    p.add_argument("--include-censored", action="store_true", help="keep 'ALIVE (N days later)' cases with N days")
+
+    p = _add(sub, "train", "train one model; writes a checkpoint and its history",
+             "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
+             "settings that `predict` and `evaluate` need) plus CKPT.history.json. A stratified test set of "
+             "--test-size cases is held out (its ids are stored for `evaluate`); --completeness simulates "
+             "missing modalities in the training part.")
+    p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache")
+    p.add_argument("--method", choices=METHODS, required=True, help="standard, dropout, featimpute or ham")
+    p.add_argument("--out", type=Path, default=None, help="checkpoint path (default: hamfast-METHOD.pt)")
+    p.add_argument("--iterations", type=_positive_int, default=300, help="training steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the missingness draw and training")
+    p.add_argument("--test-size", type=int, default=36, help="held-out test cases (0: train on every case)")
+    p.add_argument("--completeness", type=_fraction, default=1.0, help="fraction of training cases kept complete")
+    p.add_argument("--missing", choices=("one", "random"), default="one",
+                   help="incomplete cases miss exactly one modality (Experiment A) or 1 to 3 (Experiment B)")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="slice side in pixels (default: a cohort cache's own; 96 for a BraTS root)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
+    _add_model_options(p, dict(widths=(16, 32, 32, 64), hidden=4, kernel_size=5, batch_size=16, lr=1e-4, schedule="paper"))
+    _add_device(p)
+
+    p = _add(sub, "evaluate", "metrics of a checkpoint per test modality subset",
+             "Evaluate a checkpoint on a cohort, once per modality subset: each case is shown with that subset "
+             "only (cases lacking one of its modalities are left out). Default cases: the test set held out by "
+             "`train`. Prints balanced accuracy, sensitivity, specificity and precision (means over classes).")
+    p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
+    p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache (read with the checkpoint's settings)")
+    p.add_argument("--cases", choices=("held-out", "all"), default="held-out", help="which cases to evaluate")
+    p.add_argument("--subsets", default="all15", help="all15, paper (Table 2's seven) or a comma list like t1+t2,flair")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
+    _add_device(p)
+
+    p = _add(sub, "predict", "class probabilities for one patient folder",
+             "Predict the survival class of one patient from a folder holding any subset of the four NIfTI files "
+             "(t1, t1ce, t2, flair) and a segmentation (for the slice choice) or --slice-index. The model uses the "
+             "modalities present; the slice is preprocessed with the checkpoint's data settings.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
+    p.add_argument("case_dir", type=Path, help="patient folder")
+    p.add_argument("--slice-index", type=_slice_index, default=None,
+                   help="axial slice (an int, or largest_brain); default: the largest tumour area of the segmentation")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_device(p)
+
+    _add_experiment_parser(sub)
+
+    _add_demo_parser(sub)
+
+    sub.add_parser("bench", help="throughput benchmarks (see `hamfast bench --help`)", add_help=False)
+    return parser
+
+
+def _add_demo_parser(sub) -> None:
+    demo = DEMO_OVERRIDES
+    widths = " ".join(map(str, demo["widths"]))
+    p = _add(sub, "demo", "synthetic cohort + reduced Experiment A, in a few minutes on a CPU",
+             "On a fresh machine: write the synthetic cohort, run a reduced Experiment A (every method, completeness "
+             f"100/75/50/25 %, the quick preset made smaller: widths {widths}, {demo['iterations']} iterations), print "
+             "Table 1a and write the plots into OUT/experiment_a. Rerunning resumes.")
+    p.add_argument("--out", type=Path, default=Path("hamfast-demo"), help="output folder")
+    p.add_argument("--runs", type=_positive_int, default=demo["runs"], help="runs")
+    p.add_argument("--jobs", type=_positive_int, default=2, help="parallel worker processes")
+    p.add_argument("--cases", type=_positive_int, default=213, help="synthetic patients")
+    _add_device(p)
+
+
+def _add_experiment_parser(sub) -> None:
+    quick, paper = PRESETS["quick"], PRESETS["paper"]
+    p = _add(sub, "experiment", "Experiment A (completeness) or B (test modality subsets)",
+             "Experiment A: train every method on the same data at completeness 100/75/50/25 % (incomplete cases miss "
+             "exactly one modality), test on the complete test set. Experiment B: train at 25 % (incomplete cases miss 1 "
+             "to 3 modalities), test on each modality subset.\n\n"
+             "Presets:\n"
+             f"  quick  widths {list(quick['widths'])}, {quick['size']} px, {quick['runs']} runs, {quick['iterations']} iterations, "
+             f"stop fixed, HAM schedule {quick['schedule']} (a 2-core CPU)\n"
+             f"  paper  widths {list(paper['widths'])}, native size, {paper['runs']} runs, stop cv (5-fold, up to "
+             f"{paper['iterations']} iterations), batch 16, lr 1e-4, HAM schedule {paper['schedule']} (a GPU)\n"
+             "Options below override the preset.\n\n"
+             "Writes runs.csv, predictions.csv, summary.md, accuracy_vs_completeness.png (A) and loss_curves.png into "
+             "--out, and each finished task to OUT/tasks/ at once: rerunning the same command skips finished work.")
+    p.add_argument("which", choices=("a", "b"), help="the experiment")
+    p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache")
+    p.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same folder to resume)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="quick", help="base settings")
+    p.add_argument("--runs", type=_positive_int, default=None, help="runs (default: the preset's)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (one per GPU with several GPUs)")
+    _add_device(p)
+    p.add_argument("--stop", nargs="+", metavar="RULE", default=None,
+                   help="'cv' (iterations chosen by 5-fold cross-validation, up to --iterations) or 'fixed N' "
+                   "(default: the preset's)")
+    p.add_argument("--iterations", type=_positive_int, default=None, help="fixed iterations, or the cross-validation maximum")
+    p.add_argument("--cv-every", type=_positive_int, default=None, help="iterations between cross-validation evaluations")
+    p.add_argument("--cv-folds", type=_positive_int, default=None, help="cross-validation folds")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                   help="methods (default: all four for A; dropout featimpute ham for B)")
+    p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
+                   help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
+    p.add_argument("--subsets", default=None, help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair")
+    p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
+    p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run, or one for all")
+    p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
+    p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (quick: 96; paper: native)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
+    _add_model_options(p, {})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``hamfast`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from hamfast import bench
+
+        return bench.main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Warnings (e.g. the data reader's skipped cases) go through the log, one line each.
+    logging.captureWarnings(True)
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"{category.__name__}: {message}"
+    handler = globals()[f"_cmd_{args.command}"]
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        resume = " (finished runs are kept: rerun the same command to resume)" if args.command in ("experiment", "demo") else ""
+        print(f"hamfast {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, FileNotFoundError) as exc:
+        print(f"hamfast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# --- subcommands -------------------------------------------------------------------------------
+
+
+def _cmd_synth(args) -> int:
+    from hamfast.data import make_synthetic_brats
+
+    start = time.perf_counter()
+    root = make_synthetic_brats(args.out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed)
+    print(f"wrote {args.cases} synthetic cases to {root} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from hamfast.data import prepare_brats
+
+    cohort = prepare_brats(
+        args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
+        include_censored=args.include_censored, progress=not args.quiet,
+    )
+    counts = cohort.report.get("counts", {})
+    print(f"cohort: {cohort_description(cohort)}")
+    if counts.get("skipped"):
+        print(f"skipped {counts['skipped']} case(s): {counts.get('skipped_by_reason')}")
+    print(f"cache: {cohort.report.get('cache', {}).get('path')} (use it as --data)")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from hamfast import data
+    from hamfast.train import TrainConfig, save_checkpoint, train
+
+    device = resolve_device(args.device)
+    size = args.size if args.size is not None else (TRAIN_SIZE if is_brats_root(args.data) else None)
+    reader = {} if size is None else {"size": size}  # no size: a cache of any size will do
+    cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **reader)
+    log.info("cohort: %s", cohort_description(cohort))
+    if args.test_size < 0 or args.test_size >= len(cohort):
+        raise CommandError(f"--test-size must lie in [0, {len(cohort) - 1}] for {len(cohort)} cases, got {args.test_size}")
+    if args.test_size:
+        train_idx, test_idx = data.stratified_split(cohort.labels, test_size=args.test_size, seed=args.seed)
+    else:
+        train_idx, test_idx = np.arange(len(cohort)), np.array([], dtype=np.int64)
+    available = cohort.available[train_idx]
+    if args.completeness < 1:
+        drop = data.drop_one_modality if args.missing == "one" else data.drop_random_modalities
+        available = np.asarray(drop(available, args.completeness, seed=args.seed), dtype=bool)
+    config = TrainConfig(
+        args.method, schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+        widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size, seed=args.seed, device=device,
+        augment=args.augment is not False,
+    )
+    log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
+             len(train_idx), int(available.all(1).sum()), device)
+    result = train(config, cohort.images[train_idx], available, cohort.labels[train_idx], progress=not args.quiet)
+    # The data settings travel in the checkpoint's history, so predict/evaluate preprocess the same way.
+    result.history["data"] = {
+        "source": str(args.data),
+        "reader_settings": cohort.settings,
+        "test_ids": [cohort.ids[i] for i in test_idx],
+        "seed": args.seed,
+        "completeness": args.completeness,
+        "missing": args.missing,
+    }
+    out = args.out or Path(f"hamfast-{args.method}.pt")
+    save_checkpoint(out, result)
+    history_path = out.with_suffix(".history.json")
+    history_path.write_text(json.dumps({"config": config.to_dict(), **result.history}), encoding="utf-8")
+    loss = result.history["loss"]
+    window = max(1, len(loss) // 10)
+    print(f"loss {np.mean(loss[:window]):.4f} -> {np.mean(loss[-window:]):.4f} (mean of the first/last {window} steps)")
+    print(f"wrote {out} and {history_path}")
+    return 0
+
+
+def _parse_subsets(text: str) -> tuple[str, ...]:
+    if text == "paper":
+        return PAPER_SUBSETS
+    if text == "all15":
+        return ALL_SUBSETS
+    try:
+        return tuple(parse_subset(part) for part in text.split(","))
+    except ValueError as exc:
+        raise CommandError(f"--subsets: {exc}") from None
+
+
+def _load_checkpoint(path: Path, device: str):
+    from hamfast.train import load_checkpoint
+
+    if not path.is_file():
+        raise CommandError(f"checkpoint {path}: no such file")
+    result = load_checkpoint(path, map_location=device)
+    if "data" not in result.history:
+        raise CommandError(f"checkpoint {path} carries no data settings (it was not written by `hamfast train`)")
+    return result
+
+
+def _cmd_evaluate(args) -> int:
+    from hamfast.metrics import classification_metrics
+    from hamfast.train import predict_proba
+
+    device = resolve_device(args.device)
+    subsets = _parse_subsets(args.subsets)
+    result = _load_checkpoint(args.checkpoint, device)
+    info = result.history["data"]
+    cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **info["reader_settings"])
+    if args.cases == "held-out":
+        wanted = set(info["test_ids"])
+        if not wanted:
+            raise CommandError(f"{args.checkpoint} was trained on every case (no held-out set); use --cases all")
+        index = np.array([i for i, case in enumerate(cohort.ids) if case in wanted], dtype=np.int64)
+        if index.size == 0:
+            raise CommandError(f"none of the checkpoint's {len(wanted)} held-out cases is in {args.data}; use --cases all")
+    else:
+        index = np.arange(len(cohort))
+    rows = []
+    for subset in subsets:
+        mask = subset_mask(subset)
+        cases = index[(cohort.available[index] | ~mask).all(1)]
+        if cases.size == 0:
+            log.warning("no case has every modality of %s; skipped", subset)
+            continue
+        probs = predict_proba(result.model, cohort.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device)
+        metrics = classification_metrics(cohort.labels[cases], probs.argmax(1).numpy())
+        rows.append({"subset": subset, "cases": int(cases.size),
+                     **{k: metrics[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision")}})
+    rows.sort(key=lambda r: (r["subset"].count("+"), r["subset"]))
+    print(f"{result.config.method} on {index.size} {args.cases} case(s) of {args.data}")
+    print(f"{'test modalities':<24}{'cases':>6}{'BAcc':>8}{'Sens':>8}{'Spec':>8}{'Prec':>8}")
+    for r in rows:
+        print(f"{subset_label(r['subset']):<24}{r['cases']:>6}{r['balanced_accuracy']:>8.3f}{r['sensitivity']:>8.3f}"
+              f"{r['specificity']:>8.3f}{r['precision']:>8.3f}")
+    if args.json:
+        write_json_atomic(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "cases": args.cases, "rows": rows})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import inspect
+
+    from hamfast.data import MODALITIES, load_case
+    from hamfast.train import predict_proba
+
+    device = resolve_device(args.device)
+    result = _load_checkpoint(args.checkpoint, device)
+    reader = result.history["data"]["reader_settings"]
+    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index"}
+    image, available, index = load_case(args.case_dir, slice_index=args.slice_index,
+                                         **{k: v for k, v in reader.items() if k in accepted})
+    if not available.any():
+        raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
+    present = [m for m, here in zip(MODALITIES, available) if here]
+    if result.config.method == "standard" and not available.all():
+        log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
+    probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
+    short, long = reader.get("survival_thresholds", (300, 450))
+    ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
+    predicted = int(np.argmax(probs))
+    if args.json:
+        print(json.dumps({"case": args.case_dir.name, "modalities": present, "slice_index": int(index),
+                          "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]}))
+        return 0
+    print(f"case {args.case_dir.name}: modalities {', '.join(present)}, axial slice {index}, model {result.config.method}")
+    for name, span, p in zip(CLASS_NAMES, ranges, probs):
+        print(f"  {name:<6} {p:.3f}  ({span})")
+    print(f"predicted: {CLASS_NAMES[predicted]} survival")
+    return 0
+
+
+def _parse_stop(values) -> dict:
+    """``--stop cv`` -> stop=cv; ``--stop fixed N`` -> stop=fixed, iterations=N."""
+    if values is None:
+        return {}
+    if values == ["cv"]:
+        return {"stop": "cv"}
+    if len(values) == 2 and values[0] == "fixed" and values[1].isdigit() and int(values[1]) > 0:
+        return {"stop": "fixed", "iterations": int(values[1])}
+    raise CommandError(f"--stop must be 'cv' or 'fixed N' (N a positive integer), got {' '.join(values)!r}")
+
+
+def _experiment_settings(args):
+    overrides = dict(
+        runs=args.runs, methods=args.methods, completeness=args.completeness, seed=args.seed, split=args.split,
+        test_size=args.test_size, size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
+        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, augment=args.augment,
+        iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds,
+    )
+    if args.subsets is not None:
+        if args.which == "a":
+            raise CommandError("--subsets is for experiment b (experiment a tests on the complete set)")
+        overrides["subsets"] = _parse_subsets(args.subsets)
+    stop = _parse_stop(args.stop)
+    if "iterations" in stop and args.iterations is not None and args.iterations != stop["iterations"]:
+        raise CommandError(f"--stop fixed {stop['iterations']} and --iterations {args.iterations} disagree")
+    overrides.update(stop)
+    return make_settings(args.which, args.preset, **overrides)
+
+
+def _cmd_experiment(args) -> int:
+
+    settings = _experiment_settings(args)
+    device = resolve_device(args.device)
+    warning = few_runs_warning(settings.runs)
+    if warning:
+        log.warning(warning)
+    outcome = run_study(settings, args.data, args.out, jobs=args.jobs, device=device, cache_dir=args.cache,
+                        progress=not args.quiet, command="hamfast " + shlex.join(args.argv))
+    print(outcome["summary"])
+    print("wrote " + ", ".join(str(f) for f in outcome["files"]))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from hamfast.data import make_synthetic_brats
+
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    root = args.out / "synthetic_brats"
+    if (root / "survival_data.csv").is_file():
+        log.info("reusing the synthetic cohort in %s", root)
+    else:
+        log.info("writing %d synthetic cases to %s", args.cases, root)
+        make_synthetic_brats(root, n_cases=args.cases, shape=(96, 96, 16), seed=0)
+    settings = make_settings("a", "quick", **dict(DEMO_OVERRIDES, runs=args.runs))
+    outcome = run_study(settings, root, args.out / "experiment_a", jobs=args.jobs, device=device,
+                        cache_dir=args.out / "cache", progress=not args.quiet, command="hamfast demo")
+    summary = outcome["summary"]
+    print(summary[: summary.index("### Table 1b")].rstrip() if "### Table 1b" in summary else summary)
+    print()
+    print("wrote " + ", ".join(str(f) for f in outcome["files"]))
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; the full settings are in "
+          f"{args.out / 'experiment_a' / 'summary.md'}")
+    return 0

@@ -1,0 +1,225 @@
+"""Experiment settings and the ``quick`` and ``paper`` presets.
+
+Experiment A (paper Sec. 3.2, Table 1): the training set is made incomplete at several
+completeness levels (the fraction of training samples that keep all four modalities; every other
+sample misses exactly one); all methods train on the same data and are tested on the complete test
+set. Experiment B (Table 2): 25 % completeness, incomplete samples miss 1 to 3 modalities; each
+method is tested on the test set restricted to each modality subset.
+
+Seeds. Run ``r`` (0-based) has seed ``seed + r``. It seeds the stratified train/test split (with
+``split="per-run"``, the default; ``split="fixed"`` uses ``seed`` for every run), the missingness
+draw (seed ``1000 * run_seed + round(100 * completeness)``), the cross-validation folds and the
+training of every method. So the methods of a run see exactly the same data, and runs differ in
+split, missingness and initialisation.
+
+Presets (every field can be overridden):
+
+* ``quick``: CBRTiny widths (16, 32, 32, 64), 96 px slices, 200 iterations without
+  cross-validation (``stop="fixed"``), 3 runs, HAM with the ``mixed`` schedule (per-sample
+  patterns: in a few hundred steps the paper's schedule, one pattern for 10 steps among up to 15,
+  has barely started to learn); sized for a 2-core CPU.
+* ``paper``: full widths (64, 128, 256, 512), slices at the data's native size, 30 runs,
+  iterations chosen by 5-fold cross-validation (``stop="cv"``) up to 3000, evaluated every 100,
+  batch 16, lr 1e-4, HAM with the paper's schedule; meant for a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+from hamfast.models import METHODS
+from hamfast.patterns import NAMES, NUM_CODES, pattern_name
+
+__all__ = [
+    "EXPERIMENTS",
+    "PRESETS",
+    "STOP_RULES",
+    "SPLITS",
+    "COMPLETENESS_LEVELS",
+    "PAPER_SUBSETS",
+    "ALL_SUBSETS",
+    "DEMO_OVERRIDES",
+    "ExperimentSettings",
+    "make_settings",
+    "parse_subset",
+    "subset_label",
+    "completeness_label",
+]
+
+EXPERIMENTS = ("a", "b")
+STOP_RULES = ("cv", "fixed")
+SPLITS = ("per-run", "fixed")
+COMPLETENESS_LEVELS = (1.0, 0.75, 0.5, 0.25)
+COMPLETE = "t1+t1ce+t2+flair"
+# Table 2's rows, in the paper's order.
+PAPER_SUBSETS = ("t1+t2", "t1+t1ce", "t1+flair", "t2+flair", "t1+t1ce+t2", "t1+t2+flair", COMPLETE)
+ALL_SUBSETS = tuple(pattern_name(code) for code in range(1, NUM_CODES))
+_DISPLAY = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+
+_COMMON = dict(
+    seed=0,
+    split="per-run",
+    test_size=36,
+    hidden=4,
+    kernel_size=5,
+    batch_size=16,
+    lr=1e-4,
+    augment=True,
+    n_it=10,
+    cv_folds=5,
+)
+PRESETS = {
+    "quick": dict(_COMMON, runs=3, widths=(16, 32, 32, 64), size=96, stop="fixed", iterations=200, cv_every=50, schedule="mixed"),
+    "paper": dict(_COMMON, runs=30, widths=(64, 128, 256, 512), size=None, stop="cv", iterations=3000, cv_every=100, schedule="paper"),
+}
+# `hamfast demo`: the quick preset made smaller still, to finish in a few minutes on 2 CPU cores.
+DEMO_OVERRIDES = dict(runs=2, widths=(8, 16, 16, 32), iterations=150)
+
+
+@dataclass
+class ExperimentSettings:
+    """Everything that defines an experiment's results (not how it is executed: jobs, device).
+
+    Attributes:
+        experiment: ``"a"`` or ``"b"``.
+        preset: the preset the settings started from (a label; the fields below are what count).
+        runs: number of runs (run r has seed ``seed + r``).
+        methods: methods compared, a subset of ``hamfast.models.METHODS``.
+        completeness: A: the completeness levels (fractions in (0, 1]); B: one level.
+        subsets: test modality subsets (``"t1+t2"``, ...); A: the complete set only.
+        seed: base seed.
+        split: ``"per-run"`` (each run its own stratified split) or ``"fixed"``.
+        test_size: test cases per split (stratified).
+        size: slice side in pixels when reading a BraTS folder (None: the data's default).
+        widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it: training
+            (``hamfast.train.TrainConfig``).
+        stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
+            ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
+            ``cv_every`` steps, then retrain on the whole train set.
+    """
+
+    experiment: str
+    preset: str
+    runs: int
+    methods: tuple[str, ...]
+    completeness: tuple[float, ...]
+    subsets: tuple[str, ...]
+    widths: tuple[int, ...]
+    size: Optional[int]
+    stop: str
+    iterations: int
+    cv_every: int
+    seed: int = 0
+    split: str = "per-run"
+    test_size: int = 36
+    hidden: int = 4
+    kernel_size: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4
+    schedule: str = "paper"
+    augment: bool = True
+    n_it: int = 10
+    cv_folds: int = 5
+
+    def __post_init__(self):
+        self.methods = tuple(self.methods)
+        self.completeness = tuple(float(c) for c in self.completeness)
+        self.subsets = tuple(parse_subset(s) for s in self.subsets)
+        self.widths = tuple(int(w) for w in self.widths)
+        _check(self.experiment in EXPERIMENTS, f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
+        _check(self.preset in PRESETS, f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        _check(self.runs >= 1, f"runs must be >= 1, got {self.runs}")
+        _check(len(self.methods) > 0, "methods must not be empty")
+        for method in self.methods:
+            _check(method in METHODS, f"method must be one of {METHODS}, got {method!r}")
+        _check(len(set(self.methods)) == len(self.methods), f"methods repeat: {self.methods}")
+        _check(len(self.completeness) > 0, "completeness must not be empty")
+        for c in self.completeness:
+            _check(0 < c <= 1, f"completeness must lie in (0, 1], got {c}")
+        labels = [completeness_label(c) for c in self.completeness]
+        _check(len(set(labels)) == len(labels), f"completeness levels repeat (to the percent): {labels}")
+        _check(len(set(self.subsets)) == len(self.subsets), f"subsets repeat: {self.subsets}")
+        if self.experiment == "a":
+            _check(self.subsets == (COMPLETE,), f"experiment a tests on the complete set only, got subsets {self.subsets}")
+        if self.experiment == "b":
+            _check(len(self.completeness) == 1, f"experiment b trains at one completeness, got {self.completeness}")
+        _check(len(self.subsets) > 0, "subsets must not be empty")
+        _check(self.stop in STOP_RULES, f"stop must be one of {STOP_RULES}, got {self.stop!r}")
+        _check(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
+        for name in ("iterations", "cv_every", "test_size", "batch_size", "cv_folds", "n_it"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.stop != "cv" or self.cv_folds >= 2, f"cv_folds must be >= 2 for stop='cv', got {self.cv_folds}")
+        _check(self.size is None or self.size >= 1, f"size must be a positive pixel count, got {self.size}")
+
+    def conditions(self) -> tuple[str, ...]:
+        """The table columns/rows: completeness labels (A) or subset names (B)."""
+        if self.experiment == "a":
+            return tuple(completeness_label(c) for c in self.completeness)
+        return self.subsets
+
+    def to_dict(self) -> dict:
+        """Plain JSON types (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown experiment settings: {unknown}")
+        return cls(**data)
+
+    def identity(self) -> dict:
+        """The fields that decide every run's result (all but ``runs`` and ``preset``): two
+        settings with the same identity can share finished runs."""
+        out = self.to_dict()
+        del out["runs"], out["preset"]
+        return out
+
+
+def make_settings(experiment: str, preset: str = "quick", **overrides) -> ExperimentSettings:
+    """Settings of ``experiment`` from ``preset`` with ``overrides`` (None values are ignored).
+
+    Defaults by experiment: A compares all four methods at completeness 100/75/50/25 % on the
+    complete test set; B compares dropout, featimpute and ham at 25 % on the paper's seven subsets.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if experiment == "a":
+        defaults = dict(methods=METHODS, completeness=COMPLETENESS_LEVELS, subsets=(COMPLETE,))
+    elif experiment == "b":
+        defaults = dict(methods=("dropout", "featimpute", "ham"), completeness=(0.25,), subsets=PAPER_SUBSETS)
+    else:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    fields = dict(PRESETS[preset], **defaults)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ExperimentSettings(experiment=experiment, preset=preset, **fields)
+
+
+def parse_subset(text: str) -> str:
+    """The canonical name of a modality subset: ``"T2+t1"`` -> ``"t1+t2"`` (order t1, t1ce, t2, flair)."""
+    parts = [p.strip().lower() for p in str(text).split("+") if p.strip()]
+    unknown = [p for p in parts if p not in NAMES]
+    if unknown or not parts:
+        raise ValueError(f"modality subset {text!r}: use names from {NAMES} joined by '+', e.g. 't1+t2'")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"modality subset {text!r} repeats a modality")
+    return "+".join(name for name in NAMES if name in parts)
+
+
+def subset_label(subset: str) -> str:
+    """Display name in the paper's style: ``"t1+t1ce"`` -> ``"T1+T1ce"``; the complete set -> ``"all"``."""
+    if subset == COMPLETE:
+        return "all"
+    return "+".join(_DISPLAY[p] for p in subset.split("+"))
+
+
+def completeness_label(completeness: float) -> str:
+    """``0.75`` -> ``"75%"``."""
+    return f"{round(100 * completeness):d}%"
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

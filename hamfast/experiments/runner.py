@@ -1,0 +1,342 @@
+"""Running an experiment: tasks, resumability and parallel jobs.
+
+An experiment is split into *tasks*, one per run x training completeness x method: train one
+model (with the stopping rule), then evaluate it on every test subset. Experiment A has a task per
+run, completeness level and method, evaluated on the complete test set; Experiment B a task per run
+and method at its one completeness, evaluated on each modality subset.
+
+Each finished task is written at once, atomically, to ``OUT/tasks/<name>.json`` (metrics,
+predictions, loss history, the chosen iteration count). Running the same experiment again skips
+the tasks already there, so an interrupted experiment loses only the tasks in progress; asking for
+more runs adds them. ``OUT/experiment.json`` holds the settings; rerunning with settings that
+would change results is refused. ``jobs > 1`` runs tasks in that many worker processes (each with
+``cpu_count // jobs`` torch threads; with several GPUs visible and ``device="cuda"``, worker i uses
+GPU ``i mod count``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hamfast.experiments.config import ExperimentSettings, completeness_label
+from hamfast.experiments.files import write_json_atomic
+from hamfast.patterns import NAMES
+
+__all__ = ["Samples", "Task", "plan_tasks", "run_task", "run_experiment", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "experiment.json"
+TASKS_DIR = "tasks"
+
+
+@dataclass
+class Samples:
+    """The cohort arrays an experiment needs (picklable, sent once to each worker).
+
+    Attributes:
+        images: float32 [N, 4, H, W]; available: bool [N, 4] (what each case really has);
+        labels: int64 [N]; ids: N case ids.
+    """
+
+    images: np.ndarray
+    available: np.ndarray
+    labels: np.ndarray
+    ids: list
+
+    @classmethod
+    def from_cohort(cls, cohort) -> "Samples":
+        return cls(
+            np.asarray(cohort.images, dtype=np.float32),
+            np.asarray(cohort.available, dtype=bool),
+            np.asarray(cohort.labels, dtype=np.int64),
+            [str(i) for i in cohort.ids],
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """One model to train and evaluate.
+
+    Attributes:
+        run: 0-based run number; seed: the run's seed (``settings.seed + run``);
+        completeness: the training data's completeness; method: the method.
+    """
+
+    run: int
+    seed: int
+    completeness: float
+    method: str
+
+    @property
+    def name(self) -> str:
+        """File stem, e.g. ``run003-c075-ham``."""
+        return f"run{self.run:03d}-c{round(100 * self.completeness):03d}-{self.method}"
+
+
+def plan_tasks(settings: ExperimentSettings) -> list[Task]:
+    """Every task of the experiment, run by run (so early runs finish first)."""
+    return [
+        Task(run, settings.seed + run, completeness, method)
+        for run in range(settings.runs)
+        for completeness in settings.completeness
+        for method in settings.methods
+    ]
+
+
+def subset_mask(subset: str) -> np.ndarray:
+    """bool [4] of a canonical subset name such as ``"t1+t2"``."""
+    parts = subset.split("+")
+    return np.array([name in parts for name in NAMES])
+
+
+def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device: str = "cpu") -> dict:
+    """Train and evaluate one task.
+
+    The run's split (``stratified_split``, seed: the run seed, or ``settings.seed`` for a fixed
+    split) and missingness draw (``drop_one_modality`` for A, ``drop_random_modalities`` for B,
+    seed ``1000 * run seed + round(100 * completeness)``) depend only on the run and completeness,
+    so every method of a run trains on the same data.
+
+    Returns:
+        A JSON-ready dict: the task fields, ``iterations`` (trained), ``cv`` (the cross-validation
+        record or None), ``loss`` (the final training's loss per step), ``seconds``, ``device``, and
+        ``evaluations``: per test subset, ``condition``, ``subset``, ``metrics`` (balanced accuracy,
+        sensitivity, specificity, precision) and the ``ids``, ``y_true``, ``y_pred``, ``probs``
+        [n, 3] of the test cases used.
+    """
+    from hamfast import data
+    from hamfast.experiments.stopping import cross_validate_iterations
+    from hamfast.metrics import classification_metrics
+    from hamfast.train import TrainConfig, predict_proba, train
+
+    start = time.perf_counter()
+    split_seed = task.seed if settings.split == "per-run" else settings.seed
+    train_idx, test_idx = data.stratified_split(samples.labels, test_size=settings.test_size, seed=split_seed)
+    drop = data.drop_one_modality if settings.experiment == "a" else data.drop_random_modalities
+    missing_seed = 1000 * task.seed + round(100 * task.completeness)
+    train_available = np.asarray(drop(samples.available[train_idx], task.completeness, seed=missing_seed), dtype=bool)
+    images, labels = samples.images[train_idx], samples.labels[train_idx]
+
+    config = TrainConfig(
+        task.method,
+        schedule=settings.schedule,
+        iterations=settings.iterations,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        widths=settings.widths,
+        hidden=settings.hidden,
+        kernel_size=settings.kernel_size,
+        seed=task.seed,
+        device=device,
+        augment=settings.augment,
+        n_it=settings.n_it,
+    )
+    cv = None
+    if settings.stop == "cv":
+        cv = cross_validate_iterations(
+            config, images, train_available, labels, folds=settings.cv_folds, eval_every=settings.cv_every
+        )
+        config.iterations = cv.iterations
+    result = train(config, images, train_available, labels)
+
+    evaluations = []
+    for subset in settings.subsets:
+        mask = subset_mask(subset)
+        # Only test cases that really have every modality of the subset can be tested on it.
+        cases = test_idx[(samples.available[test_idx] | ~mask).all(1)]
+        if cases.size == 0:
+            log.warning("no test case has every modality of %s; it is left out", subset)
+            continue
+        probs = predict_proba(result.model, samples.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device)
+        y_pred = probs.argmax(1).numpy()
+        metrics = classification_metrics(samples.labels[cases], y_pred, num_classes=probs.shape[1])
+        evaluations.append(
+            {
+                "condition": completeness_label(task.completeness) if settings.experiment == "a" else subset,
+                "subset": subset,
+                "metrics": {k: metrics[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision")},
+                "ids": [samples.ids[i] for i in cases],
+                "y_true": samples.labels[cases].tolist(),
+                "y_pred": y_pred.tolist(),
+                "probs": np.round(probs.numpy().astype(np.float64), 6).tolist(),
+            }
+        )
+    return {
+        "experiment": settings.experiment,
+        "run": task.run,
+        "seed": task.seed,
+        "completeness": task.completeness,
+        "method": task.method,
+        "iterations": int(result.history["iterations"]),
+        "cv": cv.to_dict() if cv is not None else None,
+        "loss": [round(v, 6) for v in result.history["loss"]],
+        "train_samples": int(len(train_idx)),
+        "train_complete": int(train_available.all(1).sum()),
+        "seconds": round(time.perf_counter() - start, 2),
+        "device": str(device),
+        "evaluations": evaluations,
+    }
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; others are checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, auto)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible to torch")
+    return device
+
+
+def check_settings(out: Path, settings: ExperimentSettings) -> None:
+    """Record ``settings`` in ``out``, or refuse when ``out`` holds an experiment with other settings."""
+    path = out / SETTINGS_FILE
+    if path.exists():
+        stored = ExperimentSettings.from_dict(json.loads(path.read_text())["settings"])
+        old, new = stored.identity(), settings.identity()
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        if changed:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
+            raise ValueError(
+                f"--out {out} holds an experiment with other settings ({details}); "
+                "use another --out folder, or delete that one to start over"
+            )
+    write_json_atomic(path, {"settings": settings.to_dict()})
+
+
+def finished_tasks(out: Path) -> set[str]:
+    """Names of the tasks with a result file in ``out``."""
+    folder = out / TASKS_DIR
+    return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+
+# Worker-process state, set once by _init_worker.
+_WORKER: dict = {}
+
+
+def _init_worker(samples: Samples, devices, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["samples"] = samples
+    _WORKER["device"] = devices.get()
+
+
+def _run_in_worker(task: Task, settings: ExperimentSettings) -> dict:
+    return run_task(task, settings, _WORKER["samples"], _WORKER["device"])
+
+
+def _worker_devices(device: str, jobs: int) -> list[str]:
+    """One device per worker: GPUs in turn when ``device`` is plain "cuda" and several are visible."""
+    import torch
+
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(jobs)]
+    return [device] * jobs
+
+
+def run_experiment(
+    settings: ExperimentSettings,
+    samples: Samples,
+    out,
+    *,
+    jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Run the tasks of ``settings`` that ``out`` does not hold yet; return every task result in ``out``.
+
+    Args:
+        settings: the experiment.
+        samples: the cohort.
+        out: output folder (created).
+        jobs: worker processes (1: run in this process).
+        device: torch device for training and prediction.
+        progress: show a tqdm bar over tasks, with ETA.
+
+    Returns:
+        The results of all the experiment's tasks found in ``out`` (finished now or before), in
+        plan order.
+    """
+    out = Path(out)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    check_settings(out, settings)
+    tasks = plan_tasks(settings)
+    done = finished_tasks(out)
+    pending = [t for t in tasks if t.name not in done]
+    log.info(
+        "experiment %s: %d tasks (%d runs x %d completeness x %d methods), %d already finished, %d to run on %s with %d job(s)",
+        settings.experiment, len(tasks), settings.runs, len(settings.completeness), len(settings.methods),
+        len(tasks) - len(pending), len(pending), device, jobs,
+    )
+    if pending:
+        _run_pending(pending, settings, samples, out, jobs, device, progress)
+    results = []
+    for task in tasks:
+        path = out / TASKS_DIR / f"{task.name}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+    return results
+
+
+def _run_pending(pending, settings, samples, out, jobs, device, progress) -> None:
+    if not progress:
+        _run_tasks(pending, settings, samples, out, jobs, device, None)
+        return
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Log lines go above the bar instead of through it.
+    with logging_redirect_tqdm(), tqdm(total=len(pending), desc=f"experiment {settings.experiment}", unit="task", dynamic_ncols=True) as bar:
+        _run_tasks(pending, settings, samples, out, jobs, device, bar)
+
+
+def _run_tasks(pending, settings, samples, out, jobs, device, bar) -> None:
+    """Run ``pending`` here (jobs == 1) or in worker processes, writing each result as it arrives."""
+
+    def finish(task: Task, result: dict) -> None:
+        write_json_atomic(out / TASKS_DIR / f"{task.name}.json", result)
+        scores = ", ".join(f"{e['condition']} {e['metrics']['balanced_accuracy']:.3f}" for e in result["evaluations"][:3])
+        log.info("finished %s: %d iterations, balanced accuracy %s (%.0f s)", task.name, result["iterations"], scores, result["seconds"])
+        if bar is not None:
+            bar.set_postfix_str(f"last: {task.name}", refresh=False)
+            bar.update(1)
+
+    if jobs == 1 or len(pending) == 1:
+        for task in pending:
+            finish(task, run_task(task, settings, samples, device))
+        return
+    jobs = min(jobs, len(pending))
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with context.Manager() as manager:
+        devices = manager.Queue()
+        for d in _worker_devices(device, jobs):
+            devices.put(d)
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(samples, devices, threads))
+        try:
+            futures = {pool.submit(_run_in_worker, task, settings): task for task in pending}
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    finish(futures[future], future.result())
+        finally:
+            # On an error or Ctrl-C, drop the queued tasks instead of waiting for them.
+            pool.shutdown(wait=True, cancel_futures=True)
+

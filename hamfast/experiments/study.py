@@ -1,0 +1,102 @@
+"""One experiment from data to report: load the cohort, run the pending tasks, write every output."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from hamfast.experiments.config import ExperimentSettings
+from hamfast.experiments.files import write_text_atomic
+from hamfast.experiments.plots import write_plots
+from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
+from hamfast.experiments.runner import Samples, finished_tasks, run_experiment
+
+__all__ = ["is_brats_root", "load_cohort", "cohort_description", "run_study"]
+
+log = logging.getLogger(__name__)
+
+
+def is_brats_root(path) -> bool:
+    """Whether ``open_cohort`` would read ``path`` as a BraTS copy (rather than a cohort cache)."""
+    from hamfast.data.brats import SURVIVAL_TABLES, TRAINING_DIR
+
+    path = Path(path)
+    return path.is_dir() and ((path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES))
+
+
+def load_cohort(data, *, cache_dir=None, progress: bool = False, **settings):
+    """``hamfast.data.open_cohort`` of ``data`` (a BraTS root or a cohort cache).
+
+    Args:
+        data: the path.
+        cache_dir: where a BraTS root's slices are cached (ignored for a cache).
+        progress: progress bar while reading NIfTI files.
+        **settings: reader settings (``size``, ...); a cache must have been made with them, a
+            BraTS root is read with them. Leave one out to accept a cache made with any value.
+    """
+    from hamfast.data import open_cohort
+
+    log.info("opening the cohort %s", data)
+    return open_cohort(data, cache_dir=cache_dir, progress=progress, **settings)
+
+
+def cohort_description(cohort) -> str:
+    """One line: cases, slice size, class and modality counts."""
+    import numpy as np
+
+    classes = np.bincount(cohort.labels, minlength=3).tolist()
+    shape = "x".join(str(s) for s in cohort.images.shape[2:])
+    missing = int((~cohort.available).any(1).sum())
+    return f"{len(cohort)} cases, {shape} px slices, classes short/mid/long {classes}, {missing} with a modality missing"
+
+
+def run_study(
+    settings: ExperimentSettings,
+    data,
+    out,
+    *,
+    jobs: int = 1,
+    device: str = "cpu",
+    cache_dir=None,
+    progress: bool = True,
+    command: Optional[str] = None,
+) -> dict:
+    """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md`` and the plots.
+
+    Args:
+        settings: the experiment.
+        data: BraTS root or cohort cache.
+        out: output folder.
+        jobs: worker processes.
+        device: torch device (already resolved, not "auto").
+        cache_dir: where a BraTS root's slices are cached.
+        progress: progress bars.
+        command: the command line, quoted in the summary.
+
+    Returns:
+        ``{"results": task results, "summary": summary.md text, "files": paths written}``.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    size = {} if settings.size is None else {"size": settings.size}  # None: a cache of any size will do
+    cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
+    if len(cohort) <= settings.test_size:
+        raise ValueError(f"--data {data}: {len(cohort)} cases cannot hold a test set of {settings.test_size} plus training cases")
+    done_before = len(finished_tasks(out))
+    results = run_experiment(settings, Samples.from_cohort(cohort), out, jobs=jobs, device=device, progress=progress)
+    files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]
+    write_csv(files[0], run_rows(results), RUN_COLUMNS)
+    write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)
+    context = {
+        "command": command,
+        "data": str(data),
+        "cohort": cohort_description(cohort),
+        "wall_seconds": time.perf_counter() - start,
+        "tasks_run": len(results) - min(done_before, len(results)),
+    }
+    summary = summary_markdown(settings, results, context)
+    write_text_atomic(files[2], summary)
+    files += write_plots(settings, results, out)
+    log.info("wrote %s", ", ".join(str(f) for f in files))
+    return {"results": results, "summary": summary, "files": files}
