@@ -29,7 +29,7 @@ from hamfast.experiments.config import (
     parse_subset,
     subset_label,
 )
-from hamfast.experiments.files import write_json_atomic
+from hamfast.files import write_json_atomic
 from hamfast.experiments.runner import resolve_device, subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study

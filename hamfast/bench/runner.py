@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
-import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -19,6 +17,7 @@ from hamfast import _extension
 from hamfast.bench.cases import ConvCase, conv_cases, conv_step, make_conv_inputs
 from hamfast.bench.config import DTYPES, HAM_BACKENDS, HAM_LR, SEED, BenchConfig
 from hamfast.bench.timing import dtype_label, failure_note, run_conv_case, run_ham_case
+from hamfast.files import write_json_atomic
 
 
 def fused_unavailable(device: torch.device) -> Optional[str]:
@@ -105,12 +104,6 @@ def _header(cfg: BenchConfig, device: torch.device) -> dict:
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically, so a run cut short leaves a readable file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
 
 @contextlib.contextmanager
 def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
@@ -147,10 +140,10 @@ def run(cfg: BenchConfig, out: Optional[Path] = None, log=sys.stderr) -> dict:
             result["records"].append(record)
             print(_progress_line(index, len(jobs), label, record), file=log, flush=True)
             if out is not None:
-                _write_json(out, result)
+                write_json_atomic(out, result, indent=1)
     result["complete"] = True
     if out is not None:
-        _write_json(out, result)
+        write_json_atomic(out, result, indent=1)
     return result
 
 

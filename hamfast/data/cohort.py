@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hamfast.data.naming import MODALITIES
+from hamfast.files import write_atomic
 
 __all__ = ["COHORT_FORMAT", "Cohort", "cohort_paths", "read_manifest", "json_ready"]
 
@@ -133,9 +132,9 @@ class Cohort:
         meta = json.dumps({"format": COHORT_FORMAT, "report": self.report, "settings": self.settings})
         arrays = {name: getattr(self, name) for name in _ARRAYS}
         ids = np.array(self.ids, dtype=str)
-        _write_atomic(npz_path, lambda handle: np.savez_compressed(handle, ids=ids, meta=np.array(meta), **arrays))
+        write_atomic(npz_path, lambda handle: np.savez_compressed(handle, ids=ids, meta=np.array(meta), **arrays))
         text = json.dumps(self.manifest(), indent=2)
-        _write_atomic(manifest_path, lambda handle: handle.write(text.encode("utf-8")))
+        write_atomic(manifest_path, lambda handle: handle.write(text.encode("utf-8")))
         return npz_path
 
     @classmethod
@@ -150,13 +149,3 @@ class Cohort:
             ids = data["ids"].tolist()
         return cls(ids=ids, report=meta["report"], settings=meta["settings"], **arrays)
 
-
-def _write_atomic(path: Path, write) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise

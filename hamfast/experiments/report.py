@@ -10,7 +10,7 @@
   t confidence interval and the significance marks of :mod:`hamfast.experiments.stats`, then the
   settings used.
 
-Every file is written atomically (``hamfast.experiments.files``).
+Every file is written atomically (``hamfast.files``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from hamfast.experiments import stats
 from hamfast.experiments.config import ExperimentSettings, completeness_label, subset_label
-from hamfast.experiments.files import write_text_atomic
+from hamfast.files import write_text_atomic
 
 __all__ = [
     "METRICS",

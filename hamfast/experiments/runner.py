@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hamfast.experiments.config import ExperimentSettings, completeness_label
-from hamfast.experiments.files import write_json_atomic
+from hamfast.files import write_json_atomic
 from hamfast.patterns import NAMES
 
 __all__ = ["Samples", "Task", "plan_tasks", "run_task", "run_experiment", "resolve_device"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.experiments.files import write_text_atomic
+from hamfast.files import write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
 from hamfast.experiments.runner import Samples, finished_tasks, run_experiment
