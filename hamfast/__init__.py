@@ -1,7 +1,7 @@
 """hamfast: HAM, the Hypernetwork for Absent Modalities, with a fused grouped-convolution op.
 
 Submodules: ``hamfast.ops`` (the op), ``hamfast.models``, ``hamfast.data``,
-``hamfast.train``, ``hamfast.experiments``, ``hamfast.cli``. Only ``ops`` is imported eagerly, so
+``hamfast.training``, ``hamfast.experiments``, ``hamfast.cli``. Only ``ops`` is imported eagerly, so
 ``import hamfast`` works on a machine without monai and nibabel.
 """
 __version__ = "0.1.0"

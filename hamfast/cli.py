@@ -313,7 +313,7 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_train(args) -> int:
     from hamfast import data
-    from hamfast.train import TrainConfig, save_checkpoint, train
+    from hamfast.training import TrainConfig, save_checkpoint, train
 
     device = resolve_device(args.device)
     size = args.size if args.size is not None else (TRAIN_SIZE if is_brats_root(args.data) else None)
@@ -370,7 +370,7 @@ def _parse_subsets(text: str) -> tuple[str, ...]:
 
 
 def _load_checkpoint(path: Path, device: str):
-    from hamfast.train import load_checkpoint
+    from hamfast.training import load_checkpoint
 
     if not path.is_file():
         raise CommandError(f"checkpoint {path}: no such file")
@@ -382,7 +382,7 @@ def _load_checkpoint(path: Path, device: str):
 
 def _cmd_evaluate(args) -> int:
     from hamfast.metrics import classification_metrics
-    from hamfast.train import predict_proba
+    from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     subsets = _parse_subsets(args.subsets)
@@ -425,7 +425,7 @@ def _cmd_predict(args) -> int:
     import inspect
 
     from hamfast.data import MODALITIES, load_case
-    from hamfast.train import predict_proba
+    from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device)

@@ -93,7 +93,7 @@ def tiny(tmp_path_factory):
 
 
 def test_train_writes_checkpoint_with_data_settings(tiny):
-    from hamfast.train import load_checkpoint
+    from hamfast.training import load_checkpoint
 
     root, checkpoint = tiny
     result = load_checkpoint(checkpoint)
@@ -134,7 +134,7 @@ def test_predict_uses_the_files_present(tiny, tmp_path, capsys):
     assert answer["predicted"] == max(answer["probabilities"], key=answer["probabilities"].get)
 
     # The same slice through the library gives the same probabilities.
-    from hamfast.train import load_checkpoint, predict_proba
+    from hamfast.training import load_checkpoint, predict_proba
 
     image, available, _ = data.load_case(case, size=96)
     probs = predict_proba(load_checkpoint(checkpoint).model, image[None], available[None])[0].numpy()

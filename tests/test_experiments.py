@@ -105,7 +105,7 @@ class _FakeConfig:
 def test_cross_validation_picks_the_best_step(monkeypatch):
     import torch
 
-    import hamfast.train
+    import hamfast.training
 
     seen = []
 
@@ -121,8 +121,8 @@ def test_cross_validation_picks_the_best_step(monkeypatch):
             return torch.nn.functional.one_hot(torch.as_tensor(images[:, 0, 0, 0]).long(), 3).float()
         return torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
 
-    monkeypatch.setattr(hamfast.train, "train", fake_train)
-    monkeypatch.setattr(hamfast.train, "predict_proba", fake_predict)
+    monkeypatch.setattr(hamfast.training, "train", fake_train)
+    monkeypatch.setattr(hamfast.training, "predict_proba", fake_predict)
     labels = np.arange(30) % 3
     images = np.zeros((30, 4, 1, 1), dtype=np.float32)
     images[:, 0, 0, 0] = labels  # the fake model reads the label from the image

@@ -1,4 +1,4 @@
-"""hamfast.models and hamfast.train import on a machine without monai and nibabel (GPU images lack them)."""
+"""hamfast.models and hamfast.training import on a machine without monai and nibabel (GPU images lack them)."""
 import os
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import sys
 sys.modules["monai"] = None  # any import of monai or nibabel now fails
 sys.modules["nibabel"] = None
 import torch
-import hamfast.models, hamfast.train, hamfast.metrics
+import hamfast.models, hamfast.training, hamfast.metrics
 model = hamfast.models.build_model("ham", widths=(4, 8, 8, 8))
 print(tuple(model(torch.rand(2, 4, 96, 96), torch.ones(2, 4, dtype=torch.bool)).shape))
 """

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hamfast.patterns import all_patterns
-from hamfast.train import TrainConfig, TrainResult, load_checkpoint, predict_proba, save_checkpoint, train
+from hamfast.training import TrainConfig, TrainResult, load_checkpoint, predict_proba, save_checkpoint, train
 from hamfast.training.losses import class_weights
 
 TINY = dict(widths=(4, 8, 8, 8), batch_size=4, augment=False)

@@ -10,7 +10,7 @@ import pytest
 
 from hamfast.data import drop_random_modalities, make_synthetic_brats, prepare_brats, stratified_split
 from hamfast.metrics import classification_metrics
-from hamfast.train import TrainConfig, predict_proba, train
+from hamfast.training import TrainConfig, predict_proba, train
 
 WIDTHS = (8, 16, 16, 32)
 LR = 1e-3

@@ -93,7 +93,7 @@ class ExperimentSettings:
         test_size: test cases per split (stratified).
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
         widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it: training
-            (``hamfast.train.TrainConfig``).
+            (``hamfast.training.TrainConfig``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
             ``cv_every`` steps, then retrain on the whole train set.

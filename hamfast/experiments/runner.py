@@ -116,7 +116,7 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
     from hamfast import data
     from hamfast.experiments.stopping import cross_validate_iterations
     from hamfast.metrics import classification_metrics
-    from hamfast.train import TrainConfig, predict_proba, train
+    from hamfast.training import TrainConfig, predict_proba, train
 
     start = time.perf_counter()
     split_seed = task.seed if settings.split == "per-run" else settings.seed

@@ -92,7 +92,7 @@ def cross_validate_iterations(config, images, available, labels, *, folds: int, 
     """Choose the training length of ``config`` by ``folds``-fold cross-validation.
 
     Args:
-        config: a ``hamfast.train.TrainConfig``; ``config.iterations`` is the longest run tried and
+        config: a ``hamfast.training.TrainConfig``; ``config.iterations`` is the longest run tried and
             ``config.seed`` seeds the folds and every fold's training.
         images: float32 [N, 4, H, W]; available: bool [N, 4] (the training mask); labels: int64 [N].
         folds: k.
@@ -102,7 +102,7 @@ def cross_validate_iterations(config, images, available, labels, *, folds: int, 
     Returns:
         A :class:`CVResult`.
     """
-    from hamfast.train import predict_proba, train
+    from hamfast.training import predict_proba, train
 
     images = np.asarray(images)
     available = np.asarray(available, dtype=bool)

@@ -10,7 +10,7 @@ The four methods (:data:`METHODS`, built by :func:`build_model`):
 * ``"featimpute"``: :class:`FeatImpute` (ShaSpec-style feature imputation);
 * ``"ham"``: :class:`HAM`, the hypernetwork.
 
-Standard and dropout are the same network and differ only in training (``hamfast.train``).
+Standard and dropout are the same network and differ only in training (``hamfast.training``).
 Importing this package needs neither monai nor nibabel.
 """
 from __future__ import annotations

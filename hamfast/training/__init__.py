@@ -1,2 +1,21 @@
-"""Building blocks of ``hamfast.train``: batch/pattern sampling (:mod:`.sampling`), the loss
-(:mod:`.losses`) and HAM's precise per-pattern batch-norm statistics (:mod:`.recalibrate`)."""
+"""Training, prediction and checkpoints for HAM and the baselines.
+
+* :mod:`.trainer`: :class:`TrainConfig`, :func:`train` (the training loop), :func:`predict_proba`;
+* :mod:`.checkpoints`: :func:`save_checkpoint`, :func:`load_checkpoint`;
+* building blocks: batch/pattern sampling (:mod:`.sampling`), the loss (:mod:`.losses`) and HAM's
+  precise per-pattern batch-norm statistics (:mod:`.recalibrate`).
+"""
+from hamfast.training.trainer import SCHEDULES, TrainConfig, TrainResult, build_from_config, predict_proba, train
+from hamfast.training.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "build_from_config",
+    "predict_proba",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+]
