@@ -5,6 +5,7 @@ The survival rows are MADE UP (no survival data exists for these patients): TCGA
 into a temporary layout, never copied into the repository. Skipped where ../shared is absent.
 """
 import csv
+import os
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,8 @@ nib = pytest.importorskip("nibabel")
 from hamfast.data import CaseError, load_case, prepare_brats  # noqa: E402
 from hamfast.data.brats import TRAINING_DIR  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_mri"
+# ../shared beside the checkout; HAMFAST_REAL_MRI points elsewhere (a git worktree one level deeper)
+REAL = Path(os.environ.get("HAMFAST_REAL_MRI") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real_mri")
 pytestmark = pytest.mark.skipif(not (REAL / "TCGA-DU-7294").is_dir(), reason=f"real MRI fixtures not found at {REAL}")
 
 TCGA = "BraTS19_TCGA_DU_7294_1"  # renamed the BraTS2019 way, with BraTS2019 file names

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hamfast.data.case import SliceChoice, check_size, check_slice_choice, read_case
+from hamfast.data.case import SliceChoice, check_size, check_slice_choice, read_case, scan_case
 from hamfast.data.cohort import Cohort, json_ready, cohort_paths, read_manifest
 from hamfast.data.naming import MODALITIES, nifti_stem
 from hamfast.data.slices import Percentile, pad_to, percentile_bounds, resize
@@ -37,6 +37,7 @@ TRAINING_DIR = "MICCAI_BraTS_2019_Data_Training"
 SURVIVAL_TABLES = ("survival_data.csv", "survival_info.csv")
 GRADE_DIRS = ("HGG", "LGG")
 ON_ERROR = ("raise", "skip")
+_TABLE_REASONS = ("no_survival_row", "unparsable_row", "unparsable_survival", "censored")  # skips on_error has no say in
 _NOT_SETTINGS = ("cache_dir", "progress")
 
 
@@ -60,9 +61,16 @@ def find_layout(root) -> tuple[Path, Path, list[Path]]:
                          f"or {root}")
     parents = [data_root] + [data_root / grade for grade in GRADE_DIRS if (data_root / grade).is_dir()]
     cases: dict[str, Path] = {}
+    ignored = []
     for parent in parents:
-        for folder in sorted(p for p in parent.iterdir() if p.is_dir() and p.name not in GRADE_DIRS):
+        for folder in sorted(p for p in parent.iterdir() if p.name not in GRADE_DIRS):
+            if folder.is_symlink() and not folder.exists():
+                ignored.append(f"{folder.name} (dangling symlink)")
+                continue
+            if not folder.is_dir():
+                continue
             if not _has_nifti(folder):
+                ignored.append(f"{folder.name} (no .nii/.nii.gz file)")
                 continue
             if folder.name in cases:
                 raise ValueError(f"BraTS root {root}: case {folder.name} found twice: {cases[folder.name]} and {folder}")
@@ -70,6 +78,9 @@ def find_layout(root) -> tuple[Path, Path, list[Path]]:
     if not cases:
         raise ValueError(f"BraTS root {root}: no case folders with NIfTI files under {data_root} "
                          f"({'/'.join(GRADE_DIRS)} or directly)")
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        warnings.warn(f"BraTS root {root}: {len(ignored)} folder(s) beside the case folders ignored: {shown}")
     return data_root, tables[0], [cases[name] for name in sorted(cases)]
 
 
@@ -79,7 +90,10 @@ def _fingerprint(table: Path, case_dirs: Sequence[Path]) -> str:
     for folder in case_dirs:
         for path in sorted(folder.iterdir()):
             if nifti_stem(path) is not None:
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except OSError:  # a dangling symlink: the reader names it; here it only has to change the key
+                    stat = path.lstat()
                 entries.append((folder.name, path.name, stat.st_size, stat.st_mtime_ns))
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
@@ -184,20 +198,51 @@ def prepare_brats(
     return cohort
 
 
+def _warn_notes(notes: list[dict], limit: int = 10) -> None:
+    """Each note as a warning, or the first few and a count when there are many."""
+    shown = notes if len(notes) <= limit else notes[: limit // 2]
+    for note in shown:
+        warnings.warn(note["message"])
+    if len(shown) < len(notes):
+        warnings.warn(f"... and {len(notes) - len(shown)} more notes like these (all in cohort.report['notes'])")
+
+
+def _losses(skipped: list[dict], n_folders: int, table_path: Path) -> Optional[str]:
+    """A one-line message if more than half of the case folders are lost (censored cases, skipped by
+    the settings, do not count), else None."""
+    lost = [entry for entry in skipped if entry["reason"] != "censored"]
+    if 2 * len(lost) <= n_folders:
+        return None
+    reasons = Counter(entry["reason"] for entry in lost)
+    examples = ", ".join(entry["id"] for entry in lost[:3])
+    return (f"{len(lost)} of {n_folders} case folders under {table_path.parent} are lost ({dict(sorted(reasons.items()))}; "
+            f"e.g. {examples}): check {table_path.name} and the case folders")
+
+
 def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, progress: bool) -> Cohort:
     table = read_survival_table(table_path)
-    skipped, censored_kept = [], []
-    ids, images, available, indices, rows = [], [], [], [], []
-    iterator = case_dirs
-    if progress:
-        from tqdm import tqdm
+    if table.bad_lines:
+        warnings.warn(table.bad_line_summary())
+    raise_errors = settings["on_error"] == "raise"
+    skipped, censored_kept, to_read = [], [], []
 
-        iterator = tqdm(case_dirs, desc="reading BraTS cases", unit="case")
-    for case_dir in iterator:
+    def skip_or_raise(exc: CaseError) -> None:
+        if raise_errors:
+            raise exc
+        warnings.warn(f"skipping case {exc.case}: {exc}")
+        skipped.append({"id": exc.case, "reason": exc.reason, "detail": str(exc)})
+
+    # First every check that reads no NIfTI (table rows, folder contents), so such errors come at once.
+    for case_dir in case_dirs:
         case = case_dir.name
-        row = table.get(case)
+        row = table.rows.get(case)
         if row is None:
-            skipped.append({"id": case, "reason": "no_survival_row", "detail": f"no row in {table_path.name}"})
+            line = next((line for line, _, text in table.bad_lines if case in text), None)
+            if line is None:
+                skipped.append({"id": case, "reason": "no_survival_row", "detail": f"no row in {table_path.name}"})
+            else:
+                skipped.append({"id": case, "reason": "unparsable_row",
+                                "detail": f"its line {line} in {table_path.name} could not be parsed"})
             continue
         if row.status == "unparsable":
             warnings.warn(f"{table_path}: case {case}: survival {row.raw!r} is neither a number of days nor "
@@ -208,32 +253,56 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
             skipped.append({"id": case, "reason": "censored", "detail": row.raw})
             continue
         try:
+            folder = scan_case(case_dir, slice_choice_given=settings["slice_policy"] is not None)
+        except CaseError as exc:
+            skip_or_raise(exc)
+            continue
+        to_read.append((case_dir, row, folder))
+    lost = _losses(skipped, len(case_dirs), table_path)
+    if lost and raise_errors:
+        raise ValueError(f"{lost}, or pass on_error='skip' (hamfast prepare --on-error skip) to go on without them")
+
+    ids, images, available, indices, rows, notes, no_signal = [], [], [], [], [], [], []
+    iterator = to_read
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(to_read, desc="reading BraTS cases", unit="case")
+    for case_dir, row, folder in iterator:
+        case = case_dir.name
+        case_notes: list[str] = []
+        try:
             image, mask, index = read_case(
-                case_dir, slice_policy=settings["slice_policy"], percentile=settings["percentile"], crop=settings["crop"]
+                case_dir, slice_policy=settings["slice_policy"], percentile=settings["percentile"], crop=settings["crop"],
+                notes=case_notes,
             )
         except CaseError as exc:
-            if settings["on_error"] == "raise":
-                raise
-            warnings.warn(f"skipping case {case}: {exc}")
-            skipped.append({"id": case, "reason": exc.reason, "detail": str(exc)})
+            skip_or_raise(exc)
             continue
+        finally:
+            notes.extend({"id": case, "message": message} for message in case_notes)
         if row.status == "censored":
             censored_kept.append(case)
         ids.append(case)
         images.append(image if settings["size"] is None else resize(image, settings["size"]))
         available.append(mask)
+        no_signal.append([m in folder.files and not here for m, here in zip(MODALITIES, mask)])
         indices.append(index)
         rows.append(row)
+    _warn_notes(notes)
 
     reasons = Counter(entry["reason"] for entry in skipped)
     if not ids:
         raise ValueError(f"{table_path.parent}: no usable case among {len(case_dirs)} folders (skipped: {dict(reasons)})")
+    lost = _losses(skipped, len(case_dirs), table_path)
+    if lost:
+        warnings.warn(f"{lost}; going on with the {len(ids)} kept (on_error='skip')")
     if settings["size"] is None:
         side = max(image.shape[1] for image in images)
         images = [pad_to(image, side) for image in images]
-    available = np.stack(available)
+    available, no_signal = np.stack(available), np.array(no_signal, dtype=bool)
     days = np.array([row.days for row in rows], dtype=np.float64)
-    without_images = sorted(set(table) - {d.name for d in case_dirs})
+    without_images = sorted(set(table.rows) - {d.name for d in case_dirs})
     report = {
         "counts": {
             "case_folders": len(case_dirs),
@@ -242,11 +311,17 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
             "skipped_by_reason": dict(sorted(reasons.items())),
             "censored_kept": len(censored_kept),
             "survival_rows_without_images": len(without_images),
+            "unparsable_table_lines": len(table.bad_lines),
             "missing_modality": {m: int((~available[:, i]).sum()) for i, m in enumerate(MODALITIES)},
+            "no_signal": {m: int(no_signal[:, i].sum()) for i, m in enumerate(MODALITIES)},
+            "notes": len(notes),
         },
         "skipped": skipped,
         "censored_kept": censored_kept,
         "survival_rows_without_images": without_images,
+        "unparsable_table_lines": [{"line": line, "reason": reason, "text": text} for line, reason, text in table.bad_lines],
+        "table_encoding": table.encoding,
+        "notes": notes,
     }
     return Cohort(
         images=np.stack(images),
@@ -262,9 +337,26 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
 
 
 def _settings_mismatch(saved: dict, given: dict) -> list[str]:
-    """The given reader settings (checked and normalised) that differ from a saved cohort's, as text."""
+    """The given reader settings (checked and normalised) that differ from a saved cohort's, as text.
+
+    ``on_error`` is left out: it decides what happens to a bad case while reading, not what a kept
+    case looks like, so a cohort read with ``"skip"`` serves a caller that asks ``"raise"`` (see
+    :func:`_note_skipped`).
+    """
     wanted = reader_settings(**given)
-    return [f"{key}={wanted[key]!r} (cache: {saved.get(key)!r})" for key in given if saved.get(key) != wanted[key]]
+    return [f"{key}={wanted[key]!r} (cache: {saved.get(key)!r})" for key in given
+            if key != "on_error" and saved.get(key) != wanted[key]]
+
+
+def _note_skipped(cohort: Cohort, path: Path, given: dict) -> Cohort:
+    """Warn when a cache that skipped unreadable cases serves a caller that asked ``on_error="raise"``."""
+    if given.get("on_error", "raise") == "raise" and cohort.settings.get("on_error") == "skip":
+        unreadable = [e for e in cohort.report.get("skipped", []) if e["reason"] not in _TABLE_REASONS]
+        if unreadable:
+            warnings.warn(f"cohort cache {path} was read with on_error='skip': {len(unreadable)} unreadable case(s) "
+                          f"left out ({', '.join(e['id'] for e in unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}; "
+                          "see its report)")
+    return cohort
 
 
 def open_cohort(path, **settings) -> Cohort:
@@ -294,7 +386,7 @@ def open_cohort(path, **settings) -> Cohort:
     mismatch = _settings_mismatch(cohort.settings, given)
     if mismatch:
         raise ValueError(f"cohort {path} was made with other settings: asked {', '.join(mismatch)}")
-    return cohort
+    return _note_skipped(cohort, path, given)
 
 
 def _open_cache_folder(path: Path, given: dict) -> Cohort:
@@ -308,9 +400,16 @@ def _open_cache_folder(path: Path, given: dict) -> Cohort:
         raise ValueError(f"{path} is neither a BraTS root (no {TRAINING_DIR}/ nor {' / '.join(SURVIVAL_TABLES)}) "
                          "nor a cohort cache folder (no hamfast cohort manifest)")
     matching = [p for p, m in manifests.items() if not _settings_mismatch(m["settings"], given)]
+    if len(matching) > 1:  # the same cohort read with on_error raise and skip: the one asked for, else raise's
+        wanted = given.get("on_error", "raise")
+        exact = [p for p in matching if manifests[p]["settings"].get("on_error") == wanted]
+        same = len({json.dumps({k: v for k, v in manifests[p]["settings"].items() if k != "on_error"}, sort_keys=True)
+                    for p in matching}) == 1
+        if same and exact:
+            matching = exact[:1]
     if len(matching) != 1:
         listing = "; ".join(f"{p.name}: {m['settings']}" for p, m in manifests.items())
         problem = "no cache matches" if not matching else f"{len(matching)} caches match"
         raise ValueError(f"cache folder {path}: {problem} the settings {given}; give the settings that pick one. "
                          f"Caches: {listing}")
-    return Cohort.load(matching[0])
+    return _note_skipped(Cohort.load(matching[0]), matching[0], given)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SurvivalRow", "read_survival_table", "check_thresholds", "survival_class"]
+__all__ = ["SurvivalRow", "SurvivalTable", "read_survival_table", "check_thresholds", "survival_class"]
 
 _CENSORED = re.compile(r"^alive\s*\(\s*(\d+(?:\.\d+)?)\s*days?\s+later\s*\)$", re.IGNORECASE)
 
@@ -55,39 +57,107 @@ def _column(header: Sequence[str], path: Path, what: str, test) -> int:
     for i, name in enumerate(header):
         if test(name.strip().lower()):
             return i
-    raise ValueError(f"survival table {path}: no {what} column in header {list(header)}")
+    shown = ", ".join(repr(name[:40]) for name in header[:12]) + (", ..." if len(header) > 12 else "")
+    raise ValueError(f"survival table {path}: no {what} column in the header line ({shown})")
 
 
-def read_survival_table(path: Path) -> dict[str, SurvivalRow]:
-    """Rows of a BraTS survival CSV by case id.
+@dataclass
+class SurvivalTable:
+    """A parsed survival CSV.
+
+    Attributes:
+        path: the file.
+        rows: one :class:`SurvivalRow` per case id.
+        bad_lines: ``(line number, reason, text)`` of each line that could not be parsed (an
+            unterminated quote, a blank case id); such lines give no row.
+        encoding: the text encoding the file was read with (``"utf-8"``, ``"utf-16"`` or ``"latin-1"``).
+    """
+
+    path: Path
+    rows: dict = field(default_factory=dict)
+    bad_lines: list = field(default_factory=list)
+    encoding: str = "utf-8"
+
+    def bad_line_summary(self, first: int = 3) -> str:
+        """One line: how many lines failed to parse, and the first few with their numbers and reasons."""
+        shown = "; ".join(f"line {line}: {reason}: {text[:50]!r}" for line, reason, text in self.bad_lines[:first])
+        more = f"; and {len(self.bad_lines) - first} more" if len(self.bad_lines) > first else ""
+        return f"survival table {self.path}: {len(self.bad_lines)} line(s) could not be parsed and give no row ({shown}{more})"
+
+
+def _decode(path: Path, data: bytes) -> tuple[str, str]:
+    """The text of a CSV file and its encoding: UTF-8 (with or without BOM), UTF-16 with a BOM, else
+    Latin-1 (with a warning). Binary data raise a ``ValueError`` naming the file."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"survival table {path}: damaged UTF-16 text at byte {exc.start}") from None
+    if data.startswith(b"PK\x03\x04") or b"\x00" in data:
+        raise ValueError(f"survival table {path} is not a text CSV file (binary data; a spreadsheet? save it as CSV)")
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        warnings.warn(f"survival table {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
+                      "read as Latin-1 (save it as UTF-8 to silence this)")
+        return data.decode("latin-1"), "latin-1"
+
+
+def read_survival_table(path: Path) -> SurvivalTable:
+    """The rows of a BraTS survival CSV by case id, and the lines that could not be parsed.
 
     Columns are found by name: the id is the first column ending in ``ID`` (``BraTS19ID``,
     ``Brats20ID``), survival the first starting with ``Survival`` (``Survival``, ``Survival_days``),
-    age the column ``Age`` (optional). A repeated id raises a ``ValueError`` naming the file and id.
+    age the column ``Age`` (optional). Each line is parsed on its own (a quote must close on its
+    line), so one unterminated quote costs one row, not the rest of the file; such lines are listed
+    in ``bad_lines``. A file that is not UTF-8 is read as Latin-1 with a warning (UTF-16 with a BOM
+    is read as such). A repeated id, an unreadable file or a header without the id or survival
+    column raise a ``ValueError`` naming the file.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"survival table {path} is empty")
-    header, body = rows[0], rows[1:]
-    id_col = _column(header, path, "case id (…ID)", lambda name: name.endswith("id"))
-    survival_col = _column(header, path, "survival (Survival…)", lambda name: name.startswith("survival"))
     try:
-        age_col = _column(header, path, "age", lambda name: name == "age")
-    except ValueError:
-        age_col = None
-    table: dict[str, SurvivalRow] = {}
-    for line, row in enumerate(body, start=2):
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"survival table {path}: cannot read it: {exc.strerror or exc}") from None
+    text, encoding = _decode(path, data)
+    table = SurvivalTable(path=path, encoding=encoding)
+    header = None
+    for line, raw in enumerate(io.StringIO(text, newline=None), start=1):
+        raw = raw.rstrip("\n")
+        if not raw.strip():
+            continue
+        try:
+            row = next(csv.reader([raw], strict=True))
+        except csv.Error as exc:
+            if header is None:
+                raise ValueError(f"survival table {path}, line {line} (the header): cannot parse it: {exc}") from None
+            reason = "unterminated quote" if "unexpected end of data" in str(exc) else str(exc)
+            table.bad_lines.append((line, reason, raw))
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = row
+            id_col = _column(header, path, "case id (…ID)", lambda name: name.endswith("id"))
+            survival_col = _column(header, path, "survival (Survival…)", lambda name: name.startswith("survival"))
+            try:
+                age_col = _column(header, path, "age", lambda name: name == "age")
+            except ValueError:
+                age_col = None
+            continue
         row = row + [""] * (len(header) - len(row))
         case = row[id_col].strip()
         if not case:
-            raise ValueError(f"survival table {path}, line {line}: blank case id")
-        if case in table:
+            table.bad_lines.append((line, "blank case id", raw))
+            continue
+        if case in table.rows:
             raise ValueError(f"survival table {path}, line {line}: case {case} appears twice")
         status, days = _parse_survival(row[survival_col])
         age = _parse_age(row[age_col]) if age_col is not None else math.nan
-        table[case] = SurvivalRow(age=age, raw=row[survival_col], status=status, days=days)
+        table.rows[case] = SurvivalRow(age=age, raw=row[survival_col], status=status, days=days)
+    if header is None:
+        raise ValueError(f"survival table {path} is empty")
     return table
 
 
