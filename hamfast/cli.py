@@ -99,7 +99,19 @@ def _fraction(text: str) -> float:
 
 
 def _slice_index(text: str):
-    return text if text == "largest_brain" else int(text)
+    if text == "largest_brain":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or largest_brain, got {text!r}") from None
+
+
+def _percentile(text: str) -> float:
+    value = float(text)
+    if not 50 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must lie in (50, 100], got {text}")
+    return value
 
 
 def _add_device(parser) -> None:
@@ -142,13 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
     p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
-             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area) into a cohort cache "
-             "that --data accepts.")
+             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area, or --slice-policy for "
+             "cases without a segmentation) into a cohort cache that --data accepts. Damaged, empty or non-finite "
+             "files, unparsable survival rows and unused files are reported; see docs/data.md.")
     p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or survival_data.csv)")
     p.add_argument("--cache", type=Path, required=True, help="cache folder to write the cohort into")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (default: native, padded to the largest)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="what an unreadable case does")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="raise: stop at the first unreadable case, and when more than half of the case folders would "
+                   "be lost (no or unparsable survival row, unreadable); skip: leave such cases out, warn, list them "
+                   "in the cache's report and go on")
     p.add_argument("--include-censored", action="store_true", help="keep 'ALIVE (N days later)' cases with N days")
+    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|INDEX",
+                   help="the slice of a case without a segmentation (or with an empty one): largest_brain (the most "
+                   "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
+                   "use their largest tumour slice (default: such a case is an error)")
+    p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
+                   help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: min-max)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
@@ -185,11 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "predict", "class probabilities for one patient folder",
              "Predict the survival class of one patient from a folder holding any subset of the four NIfTI files "
              "(t1, t1ce, t2, flair) and a segmentation (for the slice choice) or --slice-index. The model uses the "
-             "modalities present; the slice is preprocessed with the checkpoint's data settings.")
+             "modalities present that carry signal (a file that is all zero or constant is not used, with a warning); "
+             "the slice is preprocessed with the checkpoint's data settings.")
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
     p.add_argument("case_dir", type=Path, help="patient folder")
     p.add_argument("--slice-index", type=_slice_index, default=None,
-                   help="axial slice (an int, or largest_brain); default: the largest tumour area of the segmentation")
+                   help="axial slice (an int, negative counts from the end, or largest_brain); default: the largest "
+                   "tumour area of the segmentation. A slice without brain is refused")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_device(p)
 
@@ -301,12 +325,19 @@ def _cmd_prepare(args) -> int:
 
     cohort = prepare_brats(
         args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
-        include_censored=args.include_censored, progress=not args.quiet,
+        include_censored=args.include_censored, slice_policy=args.slice_policy, percentile=args.percentile,
+        progress=not args.quiet,
     )
     counts = cohort.report.get("counts", {})
     print(f"cohort: {cohort_description(cohort)}")
     if counts.get("skipped"):
         print(f"skipped {counts['skipped']} case(s): {counts.get('skipped_by_reason')}")
+    no_signal = {m: n for m, n in counts.get("no_signal", {}).items() if n}
+    if no_signal:
+        print(f"modality files without signal, not used: {no_signal}")
+    if counts.get("unparsable_table_lines") or counts.get("notes"):
+        print(f"{counts.get('unparsable_table_lines', 0)} unparsable survival table line(s), {counts.get('notes', 0)} "
+              "note(s) (listed in the cache's report)")
     print(f"cache: {cohort.report.get('cache', {}).get('path')} (use it as --data)")
     return 0
 
@@ -425,6 +456,7 @@ def _cmd_predict(args) -> int:
     import inspect
 
     from hamfast.data import MODALITIES, load_case
+    from hamfast.data.naming import case_files
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
@@ -436,6 +468,7 @@ def _cmd_predict(args) -> int:
     if not available.any():
         raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
     present = [m for m, here in zip(MODALITIES, available) if here]
+    unused = [m for m, here in zip(MODALITIES, available) if not here and m in case_files(args.case_dir)]
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
@@ -443,10 +476,12 @@ def _cmd_predict(args) -> int:
     ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
-        print(json.dumps({"case": args.case_dir.name, "modalities": present, "slice_index": int(index),
+        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused, "slice_index": int(index),
                           "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]}))
         return 0
-    print(f"case {args.case_dir.name}: modalities {', '.join(present)}, axial slice {index}, model {result.config.method}")
+    not_used = f" (not used, no signal: {', '.join(unused)})" if unused else ""
+    print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
+          f"model {result.config.method}")
     for name, span, p in zip(CLASS_NAMES, ranges, probs):
         print(f"  {name:<6} {p:.3f}  ({span})")
     print(f"predicted: {CLASS_NAMES[predicted]} survival")

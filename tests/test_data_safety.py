@@ -1,0 +1,381 @@
+"""Hostile inputs to the data path (issue 9, items 1 and 5): each is refused with a one-line error naming
+the file, case or slice, or read with a warning that says what was left out; never silently wrong.
+
+Every case is made up: 20 x 24 x 10 int16 volumes with a noisy box-shaped brain in axial slices 1..7
+(slices 0, 8 and 9 are background) and a seg whose largest tumour slice is 5.
+"""
+import csv
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel")
+
+from hamfast.data import CaseError, MODALITIES, load_case, open_cohort, prepare_brats  # noqa: E402
+from hamfast.data.naming import case_files, file_role, scan_case_folder  # noqa: E402
+from hamfast.data.survival import read_survival_table  # noqa: E402
+from hamfast.data.volumes import read_volume  # noqa: E402
+
+SHAPE = (20, 24, 10)
+BRAIN = (slice(3, 17), slice(4, 20), slice(1, 8))
+TUMOUR_SLICE = 5
+
+
+def volumes(seed=0):
+    rng = np.random.default_rng(seed)
+    images = {}
+    for i, modality in enumerate(MODALITIES):
+        volume = np.zeros(SHAPE, dtype=np.int16)
+        volume[BRAIN] = rng.integers(50, 400, (14, 16, 7)) * (i + 1)
+        images[modality] = volume
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    seg[8:12, 8:11, TUMOUR_SLICE] = 1
+    return images, seg
+
+
+def save(array, path):
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return path
+
+
+def write_case(folder, case=None, *, skip=(), override=None, seed=0, names=None):
+    """One case folder with BraTS2019 names (``names`` maps roles to other file names)."""
+    case = case or folder.name
+    folder.mkdir(parents=True)
+    images, seg = volumes(seed)
+    for role, array in {**images, "seg": seg, **(override or {})}.items():
+        if role not in skip:
+            save(array, folder / (names or {}).get(role, f"{case}_{role}.nii.gz"))
+    return folder
+
+
+def write_table(path, rows, header=("BraTS19ID", "Age", "Survival", "ResectionStatus"), encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def flip_middle(path, count=200):
+    """Invert ``count`` bytes in the middle of a file (what a bad copy or disk does)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def caught(call):
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        result = call()
+    return result, [str(w.message) for w in records]
+
+
+def one_line(exc_info):
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+# --- item 1: damaged, empty, constant, non-finite, absurd files and brainless slices -------------------
+
+
+def test_gzip_with_a_wrong_crc_is_refused_naming_the_file(tmp_path):
+    """Only the CRC-32 trailer is wrong: the deflate data decode fine, so only a checksum test can tell."""
+    folder = write_case(tmp_path / "P")
+    path = folder / "P_t2.nii.gz"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # first byte of the CRC-32
+    path.write_bytes(bytes(data))
+    assert np.asanyarray(nib.load(str(path)).dataobj).shape == SHAPE  # nibabel alone reads it without complaint
+    with pytest.raises(CaseError) as info:
+        load_case(folder)
+    assert info.value.reason == "unreadable" and info.value.path == path
+    assert "damaged gzip data" in one_line(info) and str(path) in one_line(info) and "case P" in one_line(info)
+
+
+def test_gzip_with_flipped_bytes_or_truncated_is_refused(tmp_path):
+    folder = write_case(tmp_path / "P", override={"t1": np.random.default_rng(1).integers(0, 30000, SHAPE, np.int16)})
+    flip_middle(folder / "P_t1.nii.gz")
+    with pytest.raises(CaseError, match="damaged gzip data.*P_t1.nii.gz") as info:
+        load_case(folder)
+    one_line(info)
+    path = folder / "P_t2.nii.gz"
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CaseError, match="damaged gzip data|truncated"):
+        read_volume(path, "P")
+
+
+def test_uncompressed_nifti_named_gz_and_garbage_nii(tmp_path):
+    path = save(np.ones(SHAPE, np.int16), tmp_path / "a.nii")
+    renamed = path.rename(tmp_path / "a.nii.gz")
+    with pytest.raises(CaseError, match="not gzip data.*uncompressed NIfTI is named .nii"):
+        read_volume(renamed, "X")
+    (tmp_path / "b.nii").write_bytes(b"\x00" * 400)
+    with pytest.raises(CaseError, match="cannot read NIfTI file") as info:
+        read_volume(tmp_path / "b.nii", "X")
+    assert info.value.reason == "unreadable"
+
+
+@pytest.mark.parametrize("value, reason", [(np.inf, "non_finite"), (-np.inf, "non_finite"), (np.nan, "non_finite"),
+                                           (1e300, "absurd_values"), (-1e12, "absurd_values")])
+def test_non_finite_and_absurd_voxels_are_refused(tmp_path, value, reason):
+    flair = volumes()[0]["flair"].astype(np.float64)
+    flair[5, 5, 5] = value
+    folder = write_case(tmp_path / "P", override={"flair": flair})
+    with pytest.raises(CaseError) as info:
+        load_case(folder)
+    assert info.value.reason == reason and info.value.path == folder / "P_flair.nii.gz"
+    assert str(folder / "P_flair.nii.gz") in one_line(info)
+
+
+def test_all_zero_image_is_refused(tmp_path):
+    zero = np.zeros(SHAPE, np.int16)
+    folder = write_case(tmp_path / "P", override={m: zero for m in MODALITIES})
+    with pytest.raises(CaseError, match="every modality file is all zero or constant") as info:
+        load_case(folder)
+    assert info.value.reason == "no_signal" and "case P" in one_line(info)
+
+
+@pytest.mark.parametrize("fill, what", [(0, "all zero"), (120, "constant \\(120\\)")])
+def test_modality_without_signal_is_not_listed_as_available(tmp_path, fill, what):
+    folder = write_case(tmp_path / "P", override={"t2": np.full(SHAPE, fill, np.int16)})
+    (image, available, index), messages = caught(lambda: load_case(folder))
+    np.testing.assert_array_equal(available, [True, True, False, True])
+    assert not image[2].any() and index == TUMOUR_SLICE
+    assert any(m.startswith("case P: modality t2 carries no signal") for m in messages), messages
+    assert any(__import__("re").search(f"P_t2.nii.gz is {what}", m) for m in messages), messages
+
+
+def test_modality_constant_in_the_chosen_slice_is_not_available(tmp_path):
+    t1ce = volumes()[0]["t1ce"]
+    t1ce[..., TUMOUR_SLICE] = 0  # signal elsewhere in the volume, none in the slice
+    folder = write_case(tmp_path / "P", override={"t1ce": t1ce})
+    (image, available, _), messages = caught(lambda: load_case(folder))
+    np.testing.assert_array_equal(available, [True, False, True, True])
+    assert not image[1].any()
+    assert any(f"case P: modality t1ce carries no signal in axial slice {TUMOUR_SLICE}" in m for m in messages), messages
+
+
+def test_slice_without_brain_is_refused_naming_slice_and_case(tmp_path):
+    folder = write_case(tmp_path / "P")
+    with pytest.raises(CaseError) as info:
+        load_case(folder, slice_index=-1)
+    assert info.value.reason == "no_brain_in_slice"
+    message = one_line(info)
+    assert "case P: axial slice 9 holds no brain" in message and "brain in axial slices 1 to 7" in message
+
+
+def test_slice_with_little_brain_warns(tmp_path):
+    images, seg = volumes()
+    for volume in images.values():
+        volume[:, :, 1][4:, :] = 0  # slice 1 keeps 1 row of its 14: 7 % of the others' area
+    folder = write_case(tmp_path / "P", override=images)
+    (_, available, index), messages = caught(lambda: load_case(folder, slice_index=1))
+    assert index == 1 and available.all()
+    assert any(m.startswith("case P: axial slice 1 holds little brain (16 pixels, 7 %") for m in messages), messages
+    _, messages = caught(lambda: load_case(folder))
+    assert not any("little brain" in m for m in messages)
+
+
+def test_cohort_marks_no_signal_modalities_and_reports_them(tmp_path):
+    for i, case in enumerate("ABC"):
+        override = {"flair": np.zeros(SHAPE, np.int16)} if case == "B" else None
+        write_case(tmp_path / case, seed=i, override=override)
+    write_table(tmp_path / "survival_data.csv", [["A", "50", "100", ""], ["B", "50", "400", ""], ["C", "50", "600", ""]])
+    cohort, messages = caught(lambda: prepare_brats(tmp_path))
+    np.testing.assert_array_equal(cohort.available[:, 3], [True, False, True])
+    assert not cohort.images[1, 3].any()
+    counts = cohort.report["counts"]
+    assert counts["no_signal"] == {"t1": 0, "t1ce": 0, "t2": 0, "flair": 1}
+    assert counts["missing_modality"]["flair"] == 1 and counts["notes"] == 1
+    assert cohort.report["notes"][0]["id"] == "B" and "modality flair carries no signal" in cohort.report["notes"][0]["message"]
+    assert any("case B: modality flair carries no signal" in m for m in messages)
+
+
+def test_cohort_refuses_a_damaged_file_or_skips_it(tmp_path):
+    for i, case in enumerate("ABC"):
+        write_case(tmp_path / case, seed=i)
+    flip_middle(tmp_path / "B" / "B_t1ce.nii.gz", count=40)
+    write_table(tmp_path / "survival_data.csv", [["A", "50", "100", ""], ["B", "50", "400", ""], ["C", "50", "600", ""]])
+    with pytest.raises(CaseError, match="damaged gzip data") as info:
+        prepare_brats(tmp_path)
+    assert info.value.path == tmp_path / "B" / "B_t1ce.nii.gz"
+    cohort, messages = caught(lambda: prepare_brats(tmp_path, on_error="skip"))
+    assert cohort.ids == ["A", "C"] and cohort.report["skipped"][0]["reason"] == "unreadable"
+
+
+# --- item 5: the survival table ----------------------------------------------------------------------------
+
+
+def cohort_root(tmp_path, n, rows=None):
+    """``n`` small cases P00.. directly under the root, survival rows for all (or ``rows``)."""
+    for i in range(n):
+        write_case(tmp_path / f"P{i:02d}", seed=i)
+    write_table(tmp_path / "survival_data.csv", rows or [[f"P{i:02d}", "50", str(100 + 20 * i), "GTR"] for i in range(n)])
+    return tmp_path
+
+
+def test_unterminated_quote_costs_one_row_and_is_reported(tmp_path):
+    root = cohort_root(tmp_path, 12)
+    table = root / "survival_data.csv"
+    lines = table.read_text().splitlines()
+    lines[4] = '"' + lines[4]  # line 5, case P03: the quote never closes
+    table.write_text("\n".join(lines) + "\n")
+    cohort, messages = caught(lambda: prepare_brats(root))
+    assert len(cohort) == 11 and "P03" not in cohort.ids
+    bad = [m for m in messages if "could not be parsed" in m]
+    assert bad == [f"survival table {table}: 1 line(s) could not be parsed and give no row "
+                   f"(line 5: unterminated quote: '\"P03,50,160,GTR')"]
+    assert {"id": "P03", "reason": "unparsable_row", "detail": "its line 5 in survival_data.csv could not be parsed"} \
+        in cohort.report["skipped"]
+    assert cohort.report["unparsable_table_lines"] == [{"line": 5, "reason": "unterminated quote", "text": '"P03,50,160,GTR'}]
+
+
+def test_bad_line_summary_lists_the_first_three_and_counts(tmp_path):
+    path = tmp_path / "survival_data.csv"
+    path.write_text('BraTS19ID,Age,Survival\n"A,1,2\nB,3,4\n,5,6\n"C,1,2\n"D,1,2\n')
+    table = read_survival_table(path)
+    assert list(table.rows) == ["B"] and [line for line, _, _ in table.bad_lines] == [2, 4, 5, 6]
+    summary = table.bad_line_summary()
+    assert summary.startswith(f"survival table {path}: 4 line(s) could not be parsed")
+    assert "line 4: blank case id" in summary and "; and 1 more)" in summary and "line 6" not in summary
+
+
+def test_losing_most_of_the_cohort_is_an_error_unless_skip(tmp_path, monkeypatch):
+    root = cohort_root(tmp_path, 10, rows=[[f"P{i:02d}", "50", "300", ""] for i in range(4)] + [["Q1", "1", "2", ""]])
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("NIfTI read before the table was checked")
+
+    monkeypatch.setattr("hamfast.data.case.read_volume", no_reading)
+    with pytest.raises(ValueError) as info:
+        prepare_brats(root)
+    message = one_line(info)
+    assert message.startswith(f"6 of 10 case folders under {root} are lost ({{'no_survival_row': 6}}; e.g. P04, P05, P06)")
+    assert "check survival_data.csv" in message and "on_error='skip' (hamfast prepare --on-error skip)" in message
+    monkeypatch.undo()
+    cohort, messages = caught(lambda: prepare_brats(root, on_error="skip"))
+    assert cohort.ids == ["P00", "P01", "P02", "P03"]
+    assert any(m.startswith("6 of 10 case folders") and "going on with the 4 kept" in m for m in messages)
+
+
+def test_non_utf8_table_is_read_as_latin1_with_a_warning(tmp_path):
+    root = cohort_root(tmp_path, 3, rows=[["P00", "50", "100", "résection"], ["P01", "51", "400", "GTR"],
+                                          ["P02", "52", "600", "GTR"]])
+    table = root / "survival_data.csv"
+    table.write_bytes(table.read_text(encoding="utf-8").encode("latin-1"))
+    cohort, messages = caught(lambda: prepare_brats(root))
+    assert cohort.ids == ["P00", "P01", "P02"] and cohort.report["table_encoding"] == "latin-1"
+    assert f"survival table {table} is not UTF-8 (byte 0xe9 on line 2); read as Latin-1" in " ".join(messages)
+
+
+def test_utf16_and_binary_tables(tmp_path):
+    path = tmp_path / "survival_data.csv"
+    path.write_text("BraTS19ID,Age,Survival\nA,50,100\n", encoding="utf-16")
+    assert read_survival_table(path).rows["A"].days == 100
+    path.write_bytes(b"PK\x03\x04" + bytes(range(256)))
+    with pytest.raises(ValueError, match=f"survival table {path} is not a text CSV file") as info:
+        read_survival_table(path)
+    one_line(info)
+
+
+# --- item 5: file names, aliases, symlinks and folders named like NIfTI ------------------------------------
+
+
+@pytest.mark.parametrize("stem, role", [
+    ("P_t1gd", "t1ce"), ("P_T1-Gd", "t1ce"), ("P_t1_post", "t1ce"), ("P-t1c", "t1ce"), ("t1ce_brain", "t1ce"),
+    ("P_t2_brain", "t2"), ("P_T2W", "t2"), ("P_FLAIR_brain", "flair"), ("P_t2-flair", "flair"), ("P_fl", "flair"),
+    ("P_t1n", "t1"), ("P_t1w_bet", "t1"), ("P_segmentation", "seg"), ("BraTS19_2013_10_1_t1", "t1"),
+    ("P_t1_mask", None), ("P_dwi", None), ("P_brain", None), ("P_t1_2mm", None),
+])
+def test_file_role_aliases(stem, role):
+    assert file_role(stem) == role
+
+
+def test_unused_and_odd_files_are_noted_not_ignored(tmp_path):
+    folder = write_case(tmp_path / "P", names={"t1ce": "P_t1gd.nii.gz", "t2": "P_t2_brain.nii.gz"})
+    save(np.ones(SHAPE, np.int16), folder / "P_dwi.nii.gz")
+    (folder / "P_T1.nrrd").write_bytes(b"x")  # not NIfTI, but named like a modality
+    (folder / "P_adc.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    (folder / "notes.txt").write_text("hello")
+    (_, available, _), messages = caught(lambda: load_case(folder))
+    assert available.all()  # t1gd and t2_brain are read as t1ce and t2
+    assert messages == [
+        "case P: P_T1.nrrd looks like the t1 file but is not NIfTI (.nii or .nii.gz); ignored (convert it to NIfTI)",
+        "case P: P_adc.nii.gz: dangling symlink to " + str(tmp_path / "nowhere.nii.gz") + "; no modality name "
+        "(t1, t1ce, t2, flair, seg or an alias); ignored",
+        "case P: P_dwi.nii.gz: no modality name (t1, t1ce, t2, flair, seg or an alias); ignored",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["dangling", "folder"])
+def test_modality_entry_that_is_not_a_file_is_refused(tmp_path, kind):
+    folder = write_case(tmp_path / "P", skip=("t2",))
+    entry = folder / "P_t2.nii.gz"
+    if kind == "dangling":
+        entry.symlink_to(tmp_path / "gone" / "P_t2.nii.gz")
+        expected = "P_t2.nii.gz should be the t2 file but is dangling symlink to"
+    else:
+        entry.mkdir()
+        expected = "P_t2.nii.gz should be the t2 file but is a folder, not a NIfTI file"
+    with pytest.raises(CaseError) as info:
+        load_case(folder)
+    assert info.value.reason == "unreadable" and info.value.path == entry
+    assert expected in one_line(info) and "case P" in one_line(info)
+    with pytest.raises(ValueError, match=expected):
+        case_files(folder)
+
+
+def test_two_files_for_one_modality_is_a_case_error_that_skip_skips(tmp_path):
+    root = cohort_root(tmp_path, 3)
+    save(volumes()[0]["t1ce"], root / "P01" / "P01_t1gd.nii.gz")
+    with pytest.raises(CaseError, match="two files for 't1ce': P01_t1ce.nii.gz and P01_t1gd.nii.gz") as info:
+        prepare_brats(root)
+    assert info.value.reason == "ambiguous_files"
+    cohort, _ = caught(lambda: prepare_brats(root, on_error="skip"))
+    assert cohort.ids == ["P00", "P02"]
+
+
+def test_folders_without_nifti_and_dangling_case_links_are_warned_about(tmp_path):
+    root = cohort_root(tmp_path, 2)
+    (root / "P09").mkdir()
+    (root / "P09" / "P09_t1.dcm").write_bytes(b"x")
+    (root / "P10").symlink_to(tmp_path / "elsewhere")
+    cohort, messages = caught(lambda: prepare_brats(root))
+    assert cohort.ids == ["P00", "P01"]
+    assert f"BraTS root {root}: 2 folder(s) beside the case folders ignored: P09 (no .nii/.nii.gz file), " \
+           "P10 (dangling symlink)" in messages
+
+
+def test_cohort_notes_are_summarised_when_many(tmp_path):
+    root = cohort_root(tmp_path, 12)
+    for i in range(12):
+        save(np.ones(SHAPE, np.int16), root / f"P{i:02d}" / f"P{i:02d}_dwi.nii.gz")
+    cohort, messages = caught(lambda: prepare_brats(root))
+    noted = [m for m in messages if "_dwi.nii.gz" in m]
+    assert len(noted) == 5 and "... and 7 more notes like these (all in cohort.report['notes'])" in messages
+    assert len(cohort.report["notes"]) == 12 and cohort.report["counts"]["notes"] == 12
+
+
+# --- item 6: a cache read with on_error="skip" serves any on_error ---------------------------------------
+
+
+def test_cache_made_with_skip_is_accepted_for_raise(tmp_path):
+    root = cohort_root(tmp_path / "root", 4)
+    flip_middle(root / "P02" / "P02_t2.nii.gz", count=40)
+    cache = tmp_path / "cache"
+    made, _ = caught(lambda: prepare_brats(root, cache_dir=cache, on_error="skip", size=32))
+    assert made.ids == ["P00", "P01", "P03"]
+    settings = {**made.settings, "on_error": "raise"}  # e.g. a checkpoint trained on another copy
+    for path in (cache, next(cache.glob("*.npz"))):
+        cohort, messages = caught(lambda: open_cohort(path, **settings))
+        assert cohort.ids == made.ids
+        assert any("was read with on_error='skip': 1 unreadable case(s) left out (P02" in m for m in messages), messages
+        _, messages = caught(lambda: open_cohort(path, **made.settings))
+        assert not messages
+    with pytest.raises(ValueError, match="size=48"):  # the other settings still decide
+        open_cohort(next(cache.glob("*.npz")), **{**settings, "size": 48})
