@@ -112,3 +112,41 @@ def test_load_case_reads_the_fixture_folder_naming(cohort):
     np.testing.assert_array_equal(image, cohort.images[1])
     clipped, _, _ = load_case(REAL / "TCGA-DU-7294", size=128, percentile=99)
     assert clipped.max() <= 1 and np.abs(clipped - image).max() > 0.05
+
+
+def test_damaged_real_file_is_refused_naming_it(tmp_path):
+    """200 bytes flipped in the middle of a real .nii.gz (a copy in tmp_path; the other files are symlinks)."""
+    case = tmp_path / "TCGA-DU-7294"
+    case.mkdir()
+    for path in (REAL / "TCGA-DU-7294").iterdir():
+        (case / path.name).symlink_to(path)
+    damaged = case / "t2.nii.gz"
+    data = bytearray(damaged.read_bytes())
+    damaged.unlink()
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CaseError) as info:
+        load_case(case)
+    message = str(info.value)
+    assert info.value.reason == "unreadable" and info.value.path == damaged and "\n" not in message
+    assert message.startswith("case TCGA-DU-7294: damaged gzip data") and message.endswith(f"({damaged})")
+
+
+def test_background_slice_of_the_real_case_is_refused():
+    """`--slice-index -1` on the real case lands in background (the brain spans axial slices 9 to 139)."""
+    with pytest.raises(CaseError) as info:
+        load_case(REAL / "TCGA-DU-7294", slice_index=-1)
+    assert info.value.reason == "no_brain_in_slice"
+    assert str(info.value) == ("case TCGA-DU-7294: axial slice 154 holds no brain: every modality is zero there (brain "
+                               f"in axial slices 9 to 139); choose another slice ({REAL / 'TCGA-DU-7294'})")
+    with pytest.warns(UserWarning, match=r"^case TCGA-DU-7294: axial slice 12 holds little brain \(1423 pixels, 9 %"):
+        load_case(REAL / "TCGA-DU-7294", slice_index=12)
+
+
+@pytest.mark.parametrize("case", ["TCGA-DU-7294", GLI])
+def test_real_cases_read_without_any_warning(case):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image, available, _ = load_case(REAL / case, slice_index="largest_brain")
+    assert available.all() and image.max() == 1

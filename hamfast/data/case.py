@@ -198,6 +198,7 @@ def load_case(
     *,
     size: Optional[int] = None,
     slice_index: SliceChoice = None,
+    slice_policy: SliceChoice = None,
     percentile: Percentile = None,
     crop: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -209,6 +210,8 @@ def load_case(
         size: output side in pixels (square); None keeps the native resolution of the squared crop.
         slice_index: axial index along the last axis (an int, negative counts from the end), or
             ``"largest_brain"``; None: the slice with the largest tumour area of the segmentation.
+        slice_policy: the same choice for a folder without a (non-empty) segmentation only, as
+            ``prepare_brats`` takes it (``hamfast predict`` passes the checkpoint's).
         percentile: None for min-max scaling, or percentile clipping (see ``slices.percentile_bounds``).
         crop: crop to the brain's bounding box before squaring and resizing.
 
@@ -221,11 +224,12 @@ def load_case(
     brain) is issued as a ``UserWarning``; errors raise :class:`CaseError` naming the file or folder.
     """
     slice_index = check_slice_choice(slice_index, "slice_index")
+    slice_policy = check_slice_choice(slice_policy, "slice_policy")
     percentile_bounds(percentile)  # a bad value fails here, naming the argument
     size = None if size is None else check_size(size)
     notes: list[str] = []
-    image, available, index = read_case(Path(case_dir), slice_index=slice_index, percentile=percentile, crop=crop,
-                                        notes=notes, choice_hint=_INDEX_HINT)
+    image, available, index = read_case(Path(case_dir), slice_index=slice_index, slice_policy=slice_policy,
+                                        percentile=percentile, crop=crop, notes=notes, choice_hint=_INDEX_HINT)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     if size is not None:
