@@ -379,3 +379,21 @@ def test_cache_made_with_skip_is_accepted_for_raise(tmp_path):
         assert not messages
     with pytest.raises(ValueError, match="size=48"):  # the other settings still decide
         open_cohort(next(cache.glob("*.npz")), **{**settings, "size": 48})
+
+
+def test_one_cache_per_cohort_whatever_on_error(tmp_path, monkeypatch):
+    root = cohort_root(tmp_path / "root", 3)
+    cache = tmp_path / "cache"
+    made = prepare_brats(root, cache_dir=cache, size=32)  # on_error="raise"
+    monkeypatch.setattr("hamfast.data.case.read_volume", lambda *a, **k: pytest.fail("NIfTI read again"))
+    again = prepare_brats(root, cache_dir=cache, size=32, on_error="skip")  # the same cohort: loaded
+    assert again.report["cache"]["loaded"] and again.ids == made.ids and len(list(cache.glob("*.npz"))) == 1
+    monkeypatch.undo()
+
+    flip_middle(root / "P01" / "P01_flair.nii.gz", count=40)
+    skipped, _ = caught(lambda: prepare_brats(root, cache_dir=cache, size=32, on_error="skip"))
+    assert skipped.ids == ["P00", "P02"] and not skipped.report["cache"]["loaded"]
+    assert caught(lambda: prepare_brats(root, cache_dir=cache, size=32, on_error="skip"))[0].report["cache"]["loaded"]
+    with pytest.raises(CaseError, match="damaged gzip data") as info:  # raise asked: the cache does not hide the file
+        prepare_brats(root, cache_dir=cache, size=32)
+    assert info.value.path == root / "P01" / "P01_flair.nii.gz"

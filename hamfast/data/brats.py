@@ -137,15 +137,21 @@ def prepare_brats(
 ) -> Cohort:
     """Read a BraTS-layout cohort into one axial slice per patient.
 
-    Per case: the axial slice with the largest tumour area (segmentation > 0); each present
-    modality min-max scaled to [0, 1] over the brain; cropped to the brain's bounding box, padded
-    to a square and resized (see ``hamfast.data.case.read_case``). A missing modality file sets that
-    modality's availability to False and its channel to zeros.
+    Per case: the axial slice with the largest tumour area (segmentation > 0); each modality with
+    signal min-max scaled to [0, 1] over the brain; cropped to the brain's bounding box, padded to a
+    square and resized (see ``hamfast.data.case.read_case``). A missing modality file, or one that
+    carries no signal (all zero or constant, in the volume or over the brain of the slice), sets that
+    modality's availability to False and its channel to zeros (the latter with a warning).
+
+    The survival table and every case folder's file list are checked before any NIfTI file is read,
+    so those errors come at once.
 
     Args:
         root: the BraTS copy (the folder holding ``MICCAI_BraTS_2019_Data_Training/``, or that folder).
-        cache_dir: if given, the cohort is saved there, keyed by the settings, the root and the files'
-            names, sizes and times; a later call with the same key loads it without reading NIfTI.
+        cache_dir: if given, the cohort is saved there, keyed by the settings (all but ``on_error``),
+            the root and the files' names, sizes and times; a later call with the same key loads it
+            without reading NIfTI (with ``on_error="raise"``, only if the cache left no unreadable case
+            out and lost no majority: otherwise the files are read again, and the error raised).
         size: output side in pixels (square). None: no resampling; every slice is padded to the
             largest squared crop in the cohort.
         survival_thresholds: ``(short_below, long_above)`` days: class 0 if < 300, 2 if > 450, else 1.
@@ -155,19 +161,26 @@ def prepare_brats(
             ``"largest_brain"``. None: such a case is an error.
         percentile: None for min-max, or percentile clipping before scaling (``p`` means ``(100-p, p)``).
         crop: crop to the brain's bounding box.
-        on_error: ``"raise"``: an unreadable case (no modality, unreadable or non-3-D file, shape
-            mismatch, NaN, no usable segmentation without ``slice_policy``) raises a
-            :class:`~hamfast.data.volumes.CaseError` naming the file; ``"skip"``: skip it, warn and report it.
+        on_error: ``"raise"``: an unreadable case (no modality, an unreadable, damaged (gzip CRC) or
+            non-3-D file, shape mismatch, NaN/infinite/absurd values, no modality with signal, a slice
+            without brain, two files for one modality, a dangling symlink or a folder named as a
+            modality file, no usable segmentation without ``slice_policy``) raises a
+            :class:`~hamfast.data.volumes.CaseError` naming the file; and losing more than half of
+            the case folders (censored cases aside: no or unparsable survival row) raises a
+            ``ValueError`` before any NIfTI is read. ``"skip"``: skip such cases, warn and report them.
         progress: show a tqdm progress bar.
 
     Returns:
         A :class:`Cohort`. Its ``report`` holds ``source`` (root, data root, table, fingerprint),
         ``counts`` (``case_folders``, ``kept``, ``skipped``, ``skipped_by_reason``, ``censored_kept``,
-        ``survival_rows_without_images``, ``missing_modality`` per modality among the kept cases),
-        ``skipped`` (one ``{"id", "reason", "detail"}`` per skipped case; reasons ``no_survival_row``,
+        ``survival_rows_without_images``, ``unparsable_table_lines``, ``missing_modality`` and
+        ``no_signal`` per modality among the kept cases, ``notes``), ``skipped`` (one ``{"id",
+        "reason", "detail"}`` per skipped case; reasons ``no_survival_row``, ``unparsable_row``,
         ``censored``, ``unparsable_survival`` or a ``CaseError.reason``), ``censored_kept`` and
-        ``survival_rows_without_images`` (ids) and ``cache`` (path, whether it was loaded).
-        Survival cells that are blank or unparsable also raise a warning naming the case.
+        ``survival_rows_without_images`` (ids), ``unparsable_table_lines`` (``{"line", "reason",
+        "text"}``), ``table_encoding``, ``notes`` (``{"id", "message"}``: files left unused,
+        modalities without signal, slices with little brain) and ``cache`` (path, whether it was
+        loaded). Unparsable table lines, survival cells and every note also raise a warning.
     """
     settings = reader_settings(size, survival_thresholds, include_censored, slice_policy, percentile, crop, on_error)
     data_root, table_path, case_dirs = find_layout(root)
@@ -179,7 +192,9 @@ def prepare_brats(
     }
     cache_path = None
     if cache_dir is not None:
-        key = hashlib.sha256(json.dumps({"settings": settings, "source": source}, sort_keys=True).encode()).hexdigest()
+        # on_error is not part of the key: it changes what happens to a bad case, not what a kept case looks like
+        identity = {"settings": {k: v for k, v in settings.items() if k != "on_error"}, "source": source}
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         cache_path = Path(cache_dir).expanduser() / f"brats_{key[:20]}"
         if cohort_paths(cache_path)[0].is_file():
             try:
@@ -187,8 +202,9 @@ def prepare_brats(
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 warnings.warn(f"cohort cache {cache_path}.npz unreadable ({exc}); reading the NIfTI files again")
             else:
-                cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": True}
-                return cohort
+                if _serves(cohort, on_error):
+                    cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": True}
+                    return cohort
 
     cohort = _read_cohort(case_dirs, table_path, settings, progress)
     cohort.report = {"source": source, **cohort.report}
@@ -196,6 +212,18 @@ def prepare_brats(
         cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": False}
         cohort.save(cache_path)
     return cohort
+
+
+def _serves(cohort: Cohort, on_error: str) -> bool:
+    """Whether a cached cohort is what reading with ``on_error`` would give: always for ``"skip"``;
+    for ``"raise"`` only if the cache left out no unreadable case and did not lose most folders (a
+    new read then raises the error, naming the file)."""
+    if on_error == "skip" or cohort.settings.get("on_error") != "skip":
+        return True
+    skipped = cohort.report.get("skipped", [])
+    unreadable = [e for e in skipped if e["reason"] not in _TABLE_REASONS]
+    folders = cohort.report.get("counts", {}).get("case_folders", len(cohort) + len(skipped))
+    return not unreadable and _losses(skipped, folders, Path("survival table")) is None
 
 
 def _warn_notes(notes: list[dict], limit: int = 10) -> None:
