@@ -163,7 +163,10 @@ def read_case(
             signal.append(m)
     if not signal:
         raise CaseError(case, case_dir, "no_signal", f"every modality file is all zero or constant ({', '.join(present)})")
-    area = np.logical_or.reduce([volumes[m] != 0 for m in signal]).sum((0, 1))
+    brain = volumes[signal[0]] != 0
+    for m in signal[1:]:
+        brain |= volumes[m] != 0  # in place: np.logical_or.reduce over a list would stack the volumes first
+    area = np.count_nonzero(brain, axis=(0, 1))  # int [Z], brain pixels per axial slice
     index = _pick_slice(case_dir, shape[-1], area, seg, files.get(SEGMENTATION), slice_index, slice_policy, choice_hint)
 
     raw = np.zeros((len(MODALITIES),) + shape[:2], dtype=np.float32)

@@ -48,7 +48,7 @@ def percentile_bounds(percentile: Percentile) -> Optional[tuple[float, float]]:
 def largest_area_slice(mask: np.ndarray) -> int:
     """Index along the last axis of the axial slice with the most True voxels of ``mask`` [X, Y, Z]
     (the first such slice on ties)."""
-    return int(np.argmax(mask.reshape(-1, mask.shape[-1]).sum(0)))
+    return int(np.argmax(np.count_nonzero(mask, axis=(0, 1))))
 
 
 def brain_mask(stack: np.ndarray) -> np.ndarray:
