@@ -109,11 +109,16 @@ def test_gzip_with_flipped_bytes_or_truncated_is_refused(tmp_path):
         read_volume(path, "P")
 
 
-def test_uncompressed_nifti_named_gz_and_garbage_nii(tmp_path):
+def test_uncompressed_nifti_named_gz_truncated_and_garbage_nii(tmp_path):
     path = save(np.ones(SHAPE, np.int16), tmp_path / "a.nii")
+    data = path.read_bytes()
     renamed = path.rename(tmp_path / "a.nii.gz")
     with pytest.raises(CaseError, match="not gzip data.*uncompressed NIfTI is named .nii"):
         read_volume(renamed, "X")
+    (tmp_path / "short.nii").write_bytes(data[:-100])
+    with pytest.raises(CaseError, match="cannot read NIfTI file: OSError: Expected 9600 bytes, got 9500") as info:
+        read_volume(tmp_path / "short.nii", "X")  # nibabel's message spans two lines
+    one_line(info)
     (tmp_path / "b.nii").write_bytes(b"\x00" * 400)
     with pytest.raises(CaseError, match="cannot read NIfTI file") as info:
         read_volume(tmp_path / "b.nii", "X")

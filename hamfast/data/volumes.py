@@ -99,7 +99,8 @@ def read_volume(path: Path, case: str) -> np.ndarray:
     try:
         volume = np.asanyarray(_nifti_image(data).dataobj)
     except Exception as exc:  # nibabel raises many types (ImageFileError, HeaderDataError, OSError, ValueError)
-        raise CaseError(case, path, "unreadable", f"cannot read NIfTI file: {type(exc).__name__}: {exc}") from exc
+        text = " ".join(str(exc).split())  # nibabel's messages may span lines; ours are one
+        raise CaseError(case, path, "unreadable", f"cannot read NIfTI file: {type(exc).__name__}: {text}") from exc
     while volume.ndim > 3 and volume.shape[-1] == 1:
         volume = volume[..., 0]
     if volume.ndim != 3:
