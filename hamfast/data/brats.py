@@ -377,8 +377,9 @@ def _settings_mismatch(saved: dict, given: dict) -> list[str]:
 
 
 def _note_skipped(cohort: Cohort, path: Path, given: dict) -> Cohort:
-    """Warn when a cache that skipped unreadable cases serves a caller that asked ``on_error="raise"``."""
-    if given.get("on_error", "raise") == "raise" and cohort.settings.get("on_error") == "skip":
+    """Warn when a cache that skipped unreadable cases serves a caller that asked ``on_error="raise"``
+    explicitly (e.g. ``hamfast evaluate`` with a checkpoint trained on a cohort read that way)."""
+    if given.get("on_error") == "raise" and cohort.settings.get("on_error") == "skip":
         unreadable = [e for e in cohort.report.get("skipped", []) if e["reason"] not in _TABLE_REASONS]
         if unreadable:
             warnings.warn(f"cohort cache {path} was read with on_error='skip': {len(unreadable)} unreadable case(s) "
