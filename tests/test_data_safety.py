@@ -238,6 +238,16 @@ def test_unterminated_quote_costs_one_row_and_is_reported(tmp_path):
     assert {"id": "P03", "reason": "unparsable_row", "detail": "its line 5 in survival_data.csv could not be parsed"} \
         in cohort.report["skipped"]
     assert cohort.report["unparsable_table_lines"] == [{"line": 5, "reason": "unterminated quote", "text": '"P03,50,160,GTR'}]
+    assert {"id": "P10", "reason": "no_survival_row", "detail": "no row in survival_data.csv"} not in cohort.report["skipped"]
+
+
+def test_a_bad_line_is_attributed_to_its_case_only(tmp_path):
+    root = cohort_root(tmp_path, 12, rows=[[f"P{i:02d}", "50", "300", ""] for i in range(12) if i != 1])
+    table = root / "survival_data.csv"
+    table.write_text(table.read_text() + '"P011,50,300\n')  # a bad line holding "P01" inside "P011"
+    cohort, _ = caught(lambda: prepare_brats(root))
+    assert cohort.report["counts"]["unparsable_table_lines"] == 1
+    assert {"id": "P01", "reason": "no_survival_row", "detail": "no row in survival_data.csv"} in cohort.report["skipped"]
 
 
 def test_bad_line_summary_lists_the_first_three_and_counts(tmp_path):

@@ -214,6 +214,11 @@ def prepare_brats(
     return cohort
 
 
+def _loose_cells(text: str) -> set:
+    """The cells of a line that failed to parse as CSV, quotes and spaces stripped (to find its case id)."""
+    return {cell.strip().strip('"').strip() for cell in text.split(",")}
+
+
 def _serves(cohort: Cohort, on_error: str) -> bool:
     """Whether a cached cohort is what reading with ``on_error`` would give: always for ``"skip"``;
     for ``"raise"`` only if the cache left out no unreadable case and did not lose most folders (a
@@ -265,7 +270,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
         case = case_dir.name
         row = table.rows.get(case)
         if row is None:
-            line = next((line for line, _, text in table.bad_lines if case in text), None)
+            line = next((line for line, _, text in table.bad_lines if case in _loose_cells(text)), None)
             if line is None:
                 skipped.append({"id": case, "reason": "no_survival_row", "detail": f"no row in {table_path.name}"})
             else:

@@ -182,7 +182,8 @@ def read_case(
         if not flat:
             break
         if len(flat) == available.sum():
-            raise CaseError(case, case_dir, "no_signal", f"no modality varies over the brain in axial slice {index}")
+            raise CaseError(case, case_dir, "no_signal", f"no modality varies over the brain in axial slice {index}; "
+                            "choose another slice")
         for i in flat:
             available[i] = False
             notes.append(f"case {case}: modality {MODALITIES[i]} carries no signal in axial slice {index} "
