@@ -355,15 +355,16 @@ def test_two_files_for_one_modality_is_a_case_error_that_skip_skips(tmp_path):
     assert cohort.ids == ["P00", "P02"]
 
 
-def test_folders_without_nifti_and_dangling_case_links_are_warned_about(tmp_path):
+def test_folders_without_nifti_dangling_case_links_and_loose_files_are_warned_about(tmp_path):
     root = cohort_root(tmp_path, 2)
     (root / "P09").mkdir()
     (root / "P09" / "P09_t1.dcm").write_bytes(b"x")
     (root / "P10").symlink_to(tmp_path / "elsewhere")
+    save(np.ones(SHAPE, np.int16), root / "P11_t1.nii.gz")
     cohort, messages = caught(lambda: prepare_brats(root))
     assert cohort.ids == ["P00", "P01"]
-    assert f"BraTS root {root}: 2 folder(s) beside the case folders ignored: P09 (no .nii/.nii.gz file), " \
-           "P10 (dangling symlink)" in messages
+    assert f"BraTS root {root}: 3 entries beside the case folders ignored: P09 (no .nii/.nii.gz file), " \
+           "P10 (dangling symlink), P11_t1.nii.gz (a NIfTI file outside a case folder)" in messages
 
 
 def test_cohort_notes_are_summarised_when_many(tmp_path):

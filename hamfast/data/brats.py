@@ -68,6 +68,8 @@ def find_layout(root) -> tuple[Path, Path, list[Path]]:
                 ignored.append(f"{folder.name} (dangling symlink)")
                 continue
             if not folder.is_dir():
+                if nifti_stem(folder) is not None:
+                    ignored.append(f"{folder.name} (a NIfTI file outside a case folder)")
                 continue
             if not _has_nifti(folder):
                 ignored.append(f"{folder.name} (no .nii/.nii.gz file)")
@@ -80,7 +82,7 @@ def find_layout(root) -> tuple[Path, Path, list[Path]]:
                          f"({'/'.join(GRADE_DIRS)} or directly)")
     if ignored:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-        warnings.warn(f"BraTS root {root}: {len(ignored)} folder(s) beside the case folders ignored: {shown}")
+        warnings.warn(f"BraTS root {root}: {len(ignored)} entries beside the case folders ignored: {shown}")
     return data_root, tables[0], [cases[name] for name in sorted(cases)]
 
 
