@@ -25,11 +25,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The estimate of training_memory is this many float32 copies of every block's conv output (the
-# conv, BatchNorm and ReLU outputs kept for backward, the gradients flowing back through them);
-# measured on CPU with torch 2.13: peak RSS growth of one training step at 256-512 px was 3.1-3.6
-# such copies for every method, so 4 leaves a margin.
-_ACTIVATION_COPIES = 4
+# training_memory counts float32 copies of every block's conv output (per sample, times the
+# batch): the conv, BatchNorm and ReLU outputs kept for backward, the gradients flowing back, and
+# per method its extra branches. Measured on CPU (torch 2.13, batch 16, widths 16/32/32/64, no
+# augmentation; peak RSS growth of a 2-step training over the conv output of one step): Standard
+# 2.9 copies at 256 px and 3.2 at 512 px; HAM 6.4 at 192, 5.8 at 256, 4.7 at 320 px; FeatImpute
+# (one encoder per modality) 17.3 at 256 px. Dropout is the Standard network. Rounded up:
+_ACTIVATION_COPIES = {"standard": 4, "dropout": 4, "ham": 8, "featimpute": 20}
 # Refuse above this share of the memory available now; warn above _WARN_SHARE.
 _REFUSE_SHARE = 0.9
 _WARN_SHARE = 0.5
@@ -145,13 +147,16 @@ def _conv_outputs(side: int, widths: Sequence[int], kernel_size: int) -> int:
     return total
 
 
-def training_memory(side: int, widths: Sequence[int], kernel_size: int, batch_size: int) -> int:
-    """Estimated peak bytes of one training step's activations (float32), beyond the data.
+def training_memory(side: int, widths: Sequence[int], kernel_size: int, batch_size: int,
+                    methods: Sequence[str] = ("featimpute",)) -> int:
+    """Estimated peak bytes of training on ``side`` x ``side`` slices, beyond the data.
 
-    ``_ACTIVATION_COPIES`` float32 copies of every block's conv output per sample, times the batch.
-    The weights (a few MB even at the paper's widths) are left out.
+    ``_ACTIVATION_COPIES[method]`` float32 copies of every block's conv output per sample, times
+    the batch, for the most demanding of ``methods``. The weights (a few MB even at the paper's
+    widths) are left out.
     """
-    return _ACTIVATION_COPIES * 4 * batch_size * _conv_outputs(side, widths, kernel_size)
+    copies = max(_ACTIVATION_COPIES.get(m, max(_ACTIVATION_COPIES.values())) for m in methods)
+    return copies * 4 * batch_size * _conv_outputs(side, widths, kernel_size)
 
 
 def cohort_memory(cases: int, side: int, channels: int = 4) -> int:

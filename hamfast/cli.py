@@ -389,14 +389,14 @@ def _cmd_train(args) -> int:
         check_network_fits(size, args.widths, args.kernel_size)
         if brats:
             cases = count_brats_cases(args.data)
-            check_memory(cohort_memory(cases, size) + training_memory(size, args.widths, args.kernel_size, args.batch_size),
+            check_memory(cohort_memory(cases, size) + training_memory(size, args.widths, args.kernel_size, args.batch_size, [args.method]),
                          f"reading {cases} cases at --size {size} and training with --batch-size {args.batch_size}")
     reader = {} if size is None else {"size": size}  # no size: a cache of any size will do
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **reader)
     log.info("cohort: %s", cohort_description(cohort))
     side = int(min(cohort.images.shape[2:]))
     check_network_fits(side, args.widths, args.kernel_size, option=f"--data {args.data} ({side} px slices)")
-    check_memory(training_memory(side, args.widths, args.kernel_size, args.batch_size),
+    check_memory(training_memory(side, args.widths, args.kernel_size, args.batch_size, [args.method]),
                  f"training at {side} px with --batch-size {args.batch_size}", device)
     if args.test_size < 0 or args.test_size >= len(cohort):
         raise CommandError(f"--test-size must lie in [0, {len(cohort) - 1}] for {len(cohort)} cases, got {args.test_size}")

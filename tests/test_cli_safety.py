@@ -202,7 +202,7 @@ def test_min_size_agrees_with_the_network():
 
 
 def test_memory_estimate_refuses_and_warns(caplog):
-    need = checks.training_memory(96, (16, 32, 32, 64), 5, 16)
+    need = checks.training_memory(96, (16, 32, 32, 64), 5, 16, ["standard"])
     # By hand: conv outputs 16*92^2 + 32*41^2 + 32*16^2 + 64*3^2 = 135,424 + 53,792 + 8,192 + 576
     # = 197,984 floats per sample (96 -> conv 92 -> pool 45 -> 41 -> 20 -> 16 -> 7 -> 3).
     assert need == 4 * 4 * 16 * 197_984
@@ -211,6 +211,8 @@ def test_memory_estimate_refuses_and_warns(caplog):
     checks.check_memory(need, "training", available=80 * 2**20)
     assert "may run out of memory" in caplog.text
     assert checks.cohort_memory(213, 240) == 4 * 213 * 4 * 240 * 240
+    # The most demanding method counts: FeatImpute keeps an encoder per modality.
+    assert checks.training_memory(96, (16, 32, 32, 64), 5, 16, ["standard", "featimpute"]) == 5 * need
 
 
 def test_huge_size_is_refused_before_reading(tmp_path, capsys, no_work):
@@ -268,6 +270,7 @@ KINDS = ["random", "text", "empty", "truncated", "pickled_module", "plain_pickle
          "bad_config", "no_format", "folder", "missing"]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreadable_checkpoints_fail_in_one_line_naming_the_file(kind, checkpoint, tmp_path):
     path = tmp_path / f"{kind}.pt"

@@ -104,7 +104,7 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
     check_network_fits(side, settings.widths, settings.kernel_size, option=f"--data {data} ({side} px slices{native})")
     # Every worker holds a copy of the cohort and trains one model; this process holds the cohort too.
     workers = max(1, min(jobs, settings.runs * len(settings.completeness) * len(settings.methods)))
-    per_worker = training_memory(side, settings.widths, settings.kernel_size, settings.batch_size)
+    per_worker = training_memory(side, settings.widths, settings.kernel_size, settings.batch_size, settings.methods)
     if device.startswith("cuda"):
         check_memory(per_worker, f"training at {side} px with --batch-size {settings.batch_size}", device)
         per_worker = 0
