@@ -4,6 +4,13 @@ Subcommands: ``synth``, ``prepare``, ``train``, ``evaluate``, ``predict``, ``exp
 and ``bench``; ``hamfast COMMAND --help`` explains each. The data, training and plotting modules
 (monai, nibabel, matplotlib) are imported inside the subcommands that need them, so ``--help``
 works without them.
+
+Errors. Every setting that can be checked without reading data (the device, the data path, every
+output location, the slice size against the network's depth, a memory estimate) is checked before
+any work starts. An expected failure (bad argument, unreadable file or checkpoint, filesystem
+error, out of memory) ends the command with one line, ``hamfast COMMAND: error: ...``, naming the
+option or file, and exit status 2; Ctrl-C exits with 130. Anything else is a bug in hamfast: one
+line with exit status 1 and the hint to rerun with ``-v``, which shows the full traceback.
 """
 from __future__ import annotations
 
@@ -29,8 +36,17 @@ from hamfast.experiments.config import (
     parse_subset,
     subset_label,
 )
-from hamfast.files import write_json_atomic
-from hamfast.experiments.runner import resolve_device, subset_mask
+from hamfast.checks import (
+    check_data_path,
+    check_memory,
+    check_network_fits,
+    cohort_memory,
+    count_brats_cases,
+    resolve_device,
+    training_memory,
+)
+from hamfast.files import check_output_dir, check_output_file, write_json_atomic
+from hamfast.experiments.runner import subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
@@ -41,6 +57,9 @@ log = logging.getLogger("hamfast")
 
 CLASS_NAMES = ("short", "mid", "long")
 DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
+# Outside any checkout, so the demo never litters a git tree; printed at the end of the demo.
+DEFAULT_DEMO_OUT = Path.home() / ".cache" / "hamfast" / "demo"
+DEMO_SHAPE = (96, 96, 16)  # the demo's synthetic volumes, voxels
 TRAIN_SIZE = 96  # `train`'s slice side for a BraTS root: the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
 
 
@@ -116,6 +135,12 @@ def _percentile(text: str) -> float:
 
 def _add_device(parser) -> None:
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda if visible, else cpu), cpu, cuda, cuda:1, ...")
+
+
+def _add_wait(parser) -> None:
+    parser.add_argument("--wait", action="store_true",
+                        help="if another hamfast process is writing into the same output folder, wait for it to "
+                        "finish (then resume from its results) instead of stopping at once with its pid and command")
 
 
 def _add_model_options(parser, defaults: dict) -> None:
@@ -232,11 +257,12 @@ def _add_demo_parser(sub) -> None:
              "On a fresh machine: write the synthetic cohort, run a reduced Experiment A (every method, completeness "
              f"100/75/50/25 %, the quick preset made smaller: widths {widths}, {demo['iterations']} iterations), print "
              "Table 1a and write the plots into OUT/experiment_a. Rerunning resumes.")
-    p.add_argument("--out", type=Path, default=Path("hamfast-demo"), help="output folder")
+    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_OUT, help="output folder")
     p.add_argument("--runs", type=_positive_int, default=demo["runs"], help="runs")
     p.add_argument("--jobs", type=_positive_int, default=2, help="parallel worker processes")
     p.add_argument("--cases", type=_positive_int, default=213, help="synthetic patients")
     _add_device(p)
+    _add_wait(p)
 
 
 def _add_experiment_parser(sub) -> None:
@@ -260,6 +286,7 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--runs", type=_positive_int, default=None, help="runs (default: the preset's)")
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (one per GPU with several GPUs)")
     _add_device(p)
+    _add_wait(p)
     p.add_argument("--stop", nargs="+", metavar="RULE", default=None,
                    help="'cv' (iterations chosen by 5-fold cross-validation, up to --iterations) or 'fixed N' "
                    "(default: the preset's)")
@@ -299,13 +326,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler = globals()[f"_cmd_{args.command}"]
     try:
         return handler(args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         resume = " (finished runs are kept: rerun the same command to resume)" if args.command in ("experiment", "demo") else ""
-        print(f"hamfast {args.command}: interrupted{resume}", file=sys.stderr)
+        print(f"hamfast {args.command}: {str(exc) or 'interrupted' + resume}", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError) as exc:
-        print(f"hamfast {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = _expected_error(exc)
+        if message is None:
+            if args.verbose:
+                raise
+            print(f"hamfast {args.command}: internal error: {type(exc).__name__}: {_one_line(str(exc))} (a bug in "
+                  "hamfast: rerun with -v for the traceback, and please report it)", file=sys.stderr)
+            return 1
+        log.debug("the error's traceback", exc_info=True)
+        print(f"hamfast {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _expected_error(exc: BaseException) -> Optional[str]:
+    """The one-line message of an expected failure (bad input, filesystem, memory), or None for a bug."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    ):
+        return ("out of memory; use a smaller --size, --batch-size, --widths or fewer --jobs "
+                f"({type(exc).__name__}: {_one_line(str(exc), 160)})")
+    if isinstance(exc, OSError):
+        if exc.filename is None:
+            return _one_line(str(exc))
+        names = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        return f"{names}: {exc.strerror or exc}"
+    if isinstance(exc, (CommandError, ValueError)):  # ValueError includes the data reader's and the checkpoint's
+        return _one_line(str(exc))
+    return None
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- subcommands -------------------------------------------------------------------------------
@@ -315,14 +372,18 @@ def _cmd_synth(args) -> int:
     from hamfast.data import make_synthetic_brats
 
     start = time.perf_counter()
-    root = make_synthetic_brats(args.out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed)
-    print(f"wrote {args.cases} synthetic cases to {root} ({time.perf_counter() - start:.0f} s)")
+    out = check_output_dir(args.out, "out")
+    existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
+    root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed)
+    verb = "reusing the" if existed else "wrote"
+    print(f"{verb} {args.cases} synthetic cases in {root} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
 def _cmd_prepare(args) -> int:
     from hamfast.data import prepare_brats
 
+    check_output_dir(args.cache, "--cache")
     cohort = prepare_brats(
         args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
         include_censored=args.include_censored, slice_policy=args.slice_policy, percentile=args.percentile,
@@ -346,11 +407,28 @@ def _cmd_train(args) -> int:
     from hamfast import data
     from hamfast.training import TrainConfig, save_checkpoint, train
 
+    # Everything that can fail is checked before the cohort is read and the model trained.
     device = resolve_device(args.device)
-    size = args.size if args.size is not None else (TRAIN_SIZE if is_brats_root(args.data) else None)
+    check_data_path(args.data)
+    out = check_output_file(args.out or Path(f"hamfast-{args.method}.pt"), "--out")
+    history_path = check_output_file(out.with_suffix(".history.json"), "--out")
+    brats = is_brats_root(args.data)
+    if brats:
+        check_output_dir(args.cache, "--cache")
+    size = args.size if args.size is not None else (TRAIN_SIZE if brats else None)
+    if size is not None:
+        check_network_fits(size, args.widths, args.kernel_size)
+        if brats:
+            cases = count_brats_cases(args.data)
+            check_memory(cohort_memory(cases, size) + training_memory(size, args.widths, args.kernel_size, args.batch_size, [args.method]),
+                         f"reading {cases} cases at --size {size} and training with --batch-size {args.batch_size}")
     reader = {} if size is None else {"size": size}  # no size: a cache of any size will do
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **reader)
     log.info("cohort: %s", cohort_description(cohort))
+    side = int(min(cohort.images.shape[2:]))
+    check_network_fits(side, args.widths, args.kernel_size, option=f"--data {args.data} ({side} px slices)")
+    check_memory(training_memory(side, args.widths, args.kernel_size, args.batch_size, [args.method]),
+                 f"training at {side} px with --batch-size {args.batch_size}", device)
     if args.test_size < 0 or args.test_size >= len(cohort):
         raise CommandError(f"--test-size must lie in [0, {len(cohort) - 1}] for {len(cohort)} cases, got {args.test_size}")
     if args.test_size:
@@ -378,10 +456,8 @@ def _cmd_train(args) -> int:
         "completeness": args.completeness,
         "missing": args.missing,
     }
-    out = args.out or Path(f"hamfast-{args.method}.pt")
     save_checkpoint(out, result)
-    history_path = out.with_suffix(".history.json")
-    history_path.write_text(json.dumps({"config": config.to_dict(), **result.history}), encoding="utf-8")
+    write_json_atomic(history_path, {"config": config.to_dict(), **result.history})
     loss = result.history["loss"]
     window = max(1, len(loss) // 10)
     print(f"loss {np.mean(loss[:window]):.4f} -> {np.mean(loss[-window:]):.4f} (mean of the first/last {window} steps)")
@@ -417,7 +493,10 @@ def _cmd_evaluate(args) -> int:
 
     device = resolve_device(args.device)
     subsets = _parse_subsets(args.subsets)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     result = _load_checkpoint(args.checkpoint, device)
+    check_data_path(args.data)
     info = result.history["data"]
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **info["reader_settings"])
     if args.cases == "held-out":
@@ -521,11 +600,15 @@ def _cmd_experiment(args) -> int:
 
     settings = _experiment_settings(args)
     device = resolve_device(args.device)
+    check_data_path(args.data)
+    check_output_dir(args.out, "--out")
+    if is_brats_root(args.data):
+        check_output_dir(args.cache, "--cache")
     warning = few_runs_warning(settings.runs)
     if warning:
         log.warning(warning)
     outcome = run_study(settings, args.data, args.out, jobs=args.jobs, device=device, cache_dir=args.cache,
-                        progress=not args.quiet, command="hamfast " + shlex.join(args.argv))
+                        progress=not args.quiet, command="hamfast " + shlex.join(args.argv), wait=args.wait)
     print(outcome["summary"])
     print("wrote " + ", ".join(str(f) for f in outcome["files"]))
     return 0
@@ -536,19 +619,20 @@ def _cmd_demo(args) -> int:
 
     start = time.perf_counter()
     device = resolve_device(args.device)
-    root = args.out / "synthetic_brats"
-    if (root / "survival_data.csv").is_file():
+    out = check_output_dir(args.out, "--out")
+    settings = make_settings("a", "quick", **dict(DEMO_OVERRIDES, runs=args.runs))
+    root = out / "synthetic_brats"
+    if is_brats_root(root):
         log.info("reusing the synthetic cohort in %s", root)
     else:
         log.info("writing %d synthetic cases to %s", args.cases, root)
-        make_synthetic_brats(root, n_cases=args.cases, shape=(96, 96, 16), seed=0)
-    settings = make_settings("a", "quick", **dict(DEMO_OVERRIDES, runs=args.runs))
-    outcome = run_study(settings, root, args.out / "experiment_a", jobs=args.jobs, device=device,
-                        cache_dir=args.out / "cache", progress=not args.quiet, command="hamfast demo")
+    make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
+    outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
+                        cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo", wait=args.wait)
     summary = outcome["summary"]
     print(summary[: summary.index("### Table 1b")].rstrip() if "### Table 1b" in summary else summary)
     print()
     print("wrote " + ", ".join(str(f) for f in outcome["files"]))
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; the full settings are in "
-          f"{args.out / 'experiment_a' / 'summary.md'}")
+          f"{out / 'experiment_a' / 'summary.md'}")
     return 0

@@ -222,7 +222,7 @@ def test_cell_table_by_hand():
     # ham: mean 0.7, s = 0.2, se = 0.2 / sqrt(3) = 0.115470, t_{0.975, 2} = 4.302653, half = 0.496828.
     ham = table["100%", "ham"]
     assert ham["mean"] == pytest.approx(0.7)
-    assert ham["high"] - ham["mean"] == pytest.approx(0.496828, abs=1e-6)
+    assert ham["mean"] - ham["low"] == pytest.approx(0.496828, abs=1e-6) and ham["high"] == 1.0  # 1.197 clipped
     assert ham["n"] == 3 and ham["mark"] == ""  # 3 runs can never be significant
     six = _rows("standard", "25%", [0.40, 0.41, 0.42, 0.43, 0.44, 0.45]) + _rows("ham", "25%", [0.5, 0.52, 0.54, 0.56, 0.58, 0.6])
     assert report.cell_table(six, "balanced_accuracy")["25%", "ham"]["mark"] == "*"
@@ -253,8 +253,9 @@ def test_outputs_from_results(tmp_path):
     text = report.summary_markdown(settings, results, {"data": "somewhere", "command": "hamfast experiment a"})
     assert "Table 1a" in text and "Table 1b" in text
     assert "Warning" in text and "2 run(s)" in text
-    # ham at 100 %: runs score 0.3 and 0.4 -> mean 0.35, s = 0.070711, half = 12.7062 * 0.05 = 0.635310.
-    assert "| HAM | 0.350 [-0.285, 0.985] |" in text
+    # ham at 100 %: runs score 0.3 and 0.4 -> mean 0.35, s = 0.070711, half = 12.7062 * 0.05 = 0.635310;
+    # the t interval [-0.285, 0.985] is clipped to the metric's range [0, 1].
+    assert "| HAM | 0.350 [0.000, 0.985] |" in text and "clipped to [0, 1]" in text
     assert "fixed, 3 iterations" in text and "`hamfast experiment a`" in text
 
 

@@ -93,3 +93,16 @@ def test_few_runs_warning_threshold():
     text = stats.few_runs_warning(5)
     assert "0.0625" in text and "6 runs" in text
     assert "6 runs" in stats.few_runs_warning(1)
+
+
+def test_mean_ci_clipped_to_the_metric_range():
+    # [0.3, 0.4]: mean 0.35, t interval 0.35 +- 12.7062 * 0.05 = [-0.285, 0.985] -> [0, 0.985].
+    mean, low, high = stats.mean_ci([0.3, 0.4], bounds=stats.METRIC_BOUNDS)
+    assert mean == pytest.approx(0.35) and low == 0.0 and high == pytest.approx(0.985310, abs=1e-6)
+    # [0.9, 1.0]: [0.315, 1.585] -> [0.315, 1].
+    mean, low, high = stats.mean_ci([0.9, 1.0], bounds=(0.0, 1.0))
+    assert low == pytest.approx(0.95 - 0.635310, abs=1e-6) and high == 1.0
+    # Unbounded, the same values keep the t interval.
+    assert stats.mean_ci([0.3, 0.4])[1] == pytest.approx(-0.285310, abs=1e-6)
+    with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\]"):
+        stats.mean_ci([0.5, 1.5], bounds=(0.0, 1.0))

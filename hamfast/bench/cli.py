@@ -13,6 +13,7 @@ import torch
 from hamfast.bench.config import BENCHES, DTYPES, IMPLS, PASSES, PRESETS, BenchConfig
 from hamfast.bench.report import format_report, merge_results
 from hamfast.bench.runner import run
+from hamfast.files import OutputPathError, check_output_file
 
 
 def _csv(cast: Callable = str) -> Callable[[str], tuple]:
@@ -92,7 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     error = _validate(cfg)
     if error:
         parser.error(error)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_output_file(args.out, "--out")  # before the minutes of benchmarking, not after
+    except OutputPathError as exc:
+        parser.error(str(exc))
     result = run(cfg, args.out)
     print(f"wrote {len(result['records'])} records to {args.out}", file=sys.stderr)
     return 0

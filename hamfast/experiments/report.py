@@ -7,7 +7,7 @@
   condition, run, seed, id, y_true, y_pred, prob_0, prob_1, prob_2`` (classes 0 short, 1 mid,
   2 long survival), enough to recompute every metric.
 * ``summary.md``: the paper's tables (1a/1b for A, 2 for B): per cell the mean over runs, its 95 %
-  t confidence interval and the significance marks of :mod:`hamfast.experiments.stats`, then the
+  t confidence interval (clipped to [0, 1]) and the significance marks of :mod:`hamfast.experiments.stats`, then the
   settings used.
 
 Every file is written atomically (``hamfast.files``).
@@ -96,7 +96,7 @@ def cell_table(rows: list[dict], metric: str, alpha: float = stats.ALPHA) -> dic
         paired = {m: [runs[r] for r in shared] for m, runs in methods.items()}
         marks = stats.significance_marks(paired, alpha) if shared else {}
         for method, runs in methods.items():
-            mean, low, high = stats.mean_ci(list(runs.values()))
+            mean, low, high = stats.mean_ci(list(runs.values()), bounds=stats.METRIC_BOUNDS)
             table[condition, method] = {"mean": mean, "low": low, "high": high, "n": len(runs), "mark": marks.get(method, "")}
     return table
 
@@ -198,7 +198,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
     else:
         lines += [_tables_a(settings, rows) if settings.experiment == "a" else _tables_b(settings, rows), ""]
     lines += [
-        "Cells: mean over runs [95 % confidence interval of the mean, Student t]. Marks: paired two-sided "
+        "Cells: mean over runs [95 % confidence interval of the mean, Student t, clipped to [0, 1]]. Marks: paired two-sided "
         f"Wilcoxon signed-rank test over runs, alpha {stats.ALPHA}: `{stats.MARK_STANDARD}` better than Standard, "
         f"`{stats.MARK_BASELINES}` better than both Dropout and FeatImpute. Balanced accuracy is the mean recall over "
         "the three survival classes; sensitivity, specificity and precision are means over the classes.",

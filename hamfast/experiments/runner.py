@@ -20,17 +20,27 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
+from hamfast.checks import resolve_device
 from hamfast.experiments.config import ExperimentSettings, completeness_label
 from hamfast.files import write_json_atomic
 from hamfast.patterns import NAMES
 
-__all__ = ["Samples", "Task", "plan_tasks", "run_task", "run_experiment", "resolve_device"]
+__all__ = [
+    "Samples",
+    "Task",
+    "plan_tasks",
+    "run_task",
+    "run_experiment",
+    "resolve_device",
+    "ExperimentInterrupted",
+    "WorkerDied",
+]
 
 log = logging.getLogger(__name__)
 
@@ -187,21 +197,6 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
     }
 
 
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; others are checked and returned."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, auto)") from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is visible to torch")
-    return device
-
-
 def check_settings(out: Path, settings: ExperimentSettings) -> None:
     """Record ``settings`` in ``out``, or refuse when ``out`` holds an experiment with other settings."""
     path = out / SETTINGS_FILE
@@ -224,22 +219,6 @@ def finished_tasks(out: Path) -> set[str]:
     return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
 
 
-# Worker-process state, set once by _init_worker.
-_WORKER: dict = {}
-
-
-def _init_worker(samples: Samples, devices, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    _WORKER["samples"] = samples
-    _WORKER["device"] = devices.get()
-
-
-def _run_in_worker(task: Task, settings: ExperimentSettings) -> dict:
-    return run_task(task, settings, _WORKER["samples"], _WORKER["device"])
-
-
 def _worker_devices(device: str, jobs: int) -> list[str]:
     """One device per worker: GPUs in turn when ``device`` is plain "cuda" and several are visible."""
     import torch
@@ -257,6 +236,7 @@ def run_experiment(
     jobs: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    task_fn: Optional[Callable] = None,
 ) -> list[dict]:
     """Run the tasks of ``settings`` that ``out`` does not hold yet; return every task result in ``out``.
 
@@ -267,10 +247,17 @@ def run_experiment(
         jobs: worker processes (1: run in this process).
         device: torch device for training and prediction.
         progress: show a tqdm bar over tasks, with ETA.
+        task_fn: what runs one task, ``task_fn(task, settings, samples, device) -> dict``
+            (default :func:`run_task`); with ``jobs > 1`` it must be importable by name (a module-level
+            function), as the workers unpickle it.
 
     Returns:
         The results of all the experiment's tasks found in ``out`` (finished now or before), in
         plan order.
+
+    Raises:
+        ExperimentInterrupted: on Ctrl-C (a ``KeyboardInterrupt``): the workers are stopped at once,
+            every finished task is kept, and the message says how many.
     """
     out = Path(out)
     if jobs < 1:
@@ -285,7 +272,14 @@ def run_experiment(
         len(tasks) - len(pending), len(pending), device, jobs,
     )
     if pending:
-        _run_pending(pending, settings, samples, out, jobs, device, progress)
+        try:
+            _run_pending(pending, settings, samples, out, jobs, device, progress, task_fn)
+        except KeyboardInterrupt:
+            finished = len(finished_tasks(out) & {t.name for t in tasks})
+            raise ExperimentInterrupted(
+                f"interrupted: {finished} of {len(tasks)} tasks are finished and kept in {out / TASKS_DIR} "
+                f"({finished - (len(tasks) - len(pending))} of them in this run); rerun the same command to resume"
+            ) from None
     results = []
     for task in tasks:
         path = out / TASKS_DIR / f"{task.name}.json"
@@ -294,19 +288,19 @@ def run_experiment(
     return results
 
 
-def _run_pending(pending, settings, samples, out, jobs, device, progress) -> None:
+def _run_pending(pending, settings, samples, out, jobs, device, progress, task_fn) -> None:
     if not progress:
-        _run_tasks(pending, settings, samples, out, jobs, device, None)
+        _run_tasks(pending, settings, samples, out, jobs, device, None, task_fn)
         return
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     # Log lines go above the bar instead of through it.
     with logging_redirect_tqdm(), tqdm(total=len(pending), desc=f"experiment {settings.experiment}", unit="task", dynamic_ncols=True) as bar:
-        _run_tasks(pending, settings, samples, out, jobs, device, bar)
+        _run_tasks(pending, settings, samples, out, jobs, device, bar, task_fn)
 
 
-def _run_tasks(pending, settings, samples, out, jobs, device, bar) -> None:
+def _run_tasks(pending, settings, samples, out, jobs, device, bar, task_fn) -> None:
     """Run ``pending`` here (jobs == 1) or in worker processes, writing each result as it arrives."""
 
     def finish(task: Task, result: dict) -> None:
@@ -318,25 +312,181 @@ def _run_tasks(pending, settings, samples, out, jobs, device, bar) -> None:
             bar.update(1)
 
     if jobs == 1 or len(pending) == 1:
+        fn = task_fn or run_task  # looked up now, so tests can replace run_task
         for task in pending:
-            finish(task, run_task(task, settings, samples, device))
+            finish(task, fn(task, settings, samples, device))
         return
-    jobs = min(jobs, len(pending))
+    _run_in_workers(pending, settings, samples, min(jobs, len(pending)), device, finish, task_fn or run_task)
+
+
+# --- worker processes ---------------------------------------------------------------------------
+#
+# A small pool of our own rather than ProcessPoolExecutor: on Ctrl-C or an error the workers are
+# terminated at once (the executor can only wait for running tasks, a minute or more), results
+# that arrived in the meantime are still written, and each worker dies with its parent even when
+# the parent is killed with SIGKILL (PR_SET_PDEATHSIG on Linux, and a parent-pid watchdog thread
+# everywhere), so no orphan keeps a GB of cohort and model memory.
+
+_POLL_SECONDS = 0.5  # how often the parent checks its workers while waiting for results
+_TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when stopping workers
+
+
+class ExperimentInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an experiment; the message says how many tasks are finished and kept."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without reporting its task (killed, out of memory, crashed)."""
+
+
+def _run_in_workers(pending, settings, samples, jobs, device, finish, task_fn) -> None:
+    import queue
+    import signal
+    import threading
+
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with context.Manager() as manager:
-        devices = manager.Queue()
-        for d in _worker_devices(device, jobs):
-            devices.put(d)
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(samples, devices, threads))
-        try:
-            futures = {pool.submit(_run_in_worker, task, settings): task for task in pending}
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    finish(futures[future], future.result())
-        finally:
-            # On an error or Ctrl-C, drop the queued tasks instead of waiting for them.
-            pool.shutdown(wait=True, cancel_futures=True)
+    tasks_q, results_q = context.Queue(), context.Queue()
+    by_name = {task.name: task for task in pending}
+    for task in pending:
+        tasks_q.put(task)
+    for _ in range(jobs):
+        tasks_q.put(None)  # one stop sign per worker
+    workers = [
+        context.Process(target=_worker_main, name=f"hamfast-worker-{i}", daemon=True,
+                        args=(task_fn, settings, samples, worker_device, threads, tasks_q, results_q, os.getpid()))
+        for i, worker_device in enumerate(_worker_devices(device, jobs))
+    ]
+    # The workers must never see Ctrl-C (the terminal sends it to the whole process group): this
+    # process stops them itself. A blocked SIGINT is inherited through fork and exec, and here a
+    # Ctrl-C pressed while they start stays pending and arrives right after.
+    block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        for worker in workers:
+            worker.start()
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    running = {}  # worker pid -> task name
+    left = len(pending)
+    problem = None
+    try:
+        while left:
+            try:
+                kind, name, payload = results_q.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if problem is not None:  # still nothing after a worker ended: it is gone for good
+                    raise WorkerDied(problem) from None
+                problem = _worker_problem(workers, running, left)  # looked at again after one more wait
+                continue
+            problem = None
+            if kind == "start":
+                running[payload] = name
+            elif kind == "done":
+                left -= 1
+                finish(by_name[name], payload)
+            else:  # "error": the task's exception, re-raised here
+                raise payload
+    except BaseException:
+        # Keep every task that finished before we stop the others.
+        for kind, name, payload in _drain(results_q):
+            if kind == "done":
+                finish(by_name[name], payload)
+        raise
+    finally:
+        _stop_workers(workers)
+        for q in (tasks_q, results_q):
+            q.cancel_join_thread()  # never block the exit on tasks no worker will take
+            q.close()
 
+
+def _worker_problem(workers, running: dict, left: int) -> Optional[str]:
+    """What went wrong with the workers (one ended abnormally, or all ended with tasks left), or None."""
+    for worker in workers:
+        if worker.exitcode not in (None, 0):
+            task = running.get(worker.pid)
+            what = f" while running {task}" if task else ""
+            hint = " (killed: often the out-of-memory killer; try fewer --jobs)" if worker.exitcode == -9 else ""
+            return f"worker process {worker.pid} ended with exit code {worker.exitcode}{what}{hint}"
+    if all(worker.exitcode is not None for worker in workers):
+        return f"every worker process ended with {left} task(s) left"
+    return None
+
+
+def _drain(results_q):
+    import queue
+
+    while True:
+        try:
+            yield results_q.get(timeout=0.05)
+        except (queue.Empty, OSError, EOFError, ValueError):
+            return
+
+
+def _stop_workers(workers) -> None:
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    deadline = time.monotonic() + _TERMINATE_GRACE
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this process end when ``parent_pid`` does, however it ends."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the kernel kills us with the parent
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="hamfast-parent-watchdog", daemon=True).start()
+
+
+def _worker_main(task_fn, settings, samples, device, threads, tasks_q, results_q, parent_pid) -> None:
+    import pickle
+    import signal
+    import traceback
+
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        task = tasks_q.get()
+        if task is None:
+            return
+        results_q.put(("start", task.name, os.getpid()))
+        try:
+            result = task_fn(task, settings, samples, device)
+        except Exception as exc:
+            try:
+                pickle.dumps(exc)
+                error = exc
+            except Exception:
+                error = RuntimeError(f"{type(exc).__name__}: {exc}")
+            log.debug("task %s failed in worker %d:\n%s", task.name, os.getpid(), traceback.format_exc())
+            results_q.put(("error", task.name, error))
+            return
+        results_q.put(("done", task.name, result))

@@ -2,7 +2,9 @@
 
 Every experiment cell (method x condition) holds one score per run. Its mean comes with a 95 %
 confidence interval from Student's t distribution,
-``mean +- t_{1 - alpha/2, n - 1} * s / sqrt(n)`` (``s`` the sample standard deviation).
+``mean +- t_{1 - alpha/2, n - 1} * s / sqrt(n)`` (``s`` the sample standard deviation), clipped to
+the range the scores can take (``METRIC_BOUNDS``, [0, 1] for every metric we report): with few
+runs the t interval is wide and would otherwise claim means below 0 or above 1.
 
 Methods are compared run by run (the same split, missingness draw and seed), with the paired
 two-sided Wilcoxon signed-rank test of ``scipy.stats.wilcoxon`` (zero differences dropped, exact
@@ -22,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "ALPHA",
+    "METRIC_BOUNDS",
     "MARK_STANDARD",
     "MARK_BASELINES",
     "mean_ci",
@@ -32,16 +35,22 @@ __all__ = [
 ]
 
 ALPHA = 0.05
+# Balanced accuracy, sensitivity, specificity and precision all lie in [0, 1].
+METRIC_BOUNDS = (0.0, 1.0)
 MARK_STANDARD = "*"
 MARK_BASELINES = "×"
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(
+    values: Sequence[float], confidence: float = 0.95, bounds: Optional[tuple[float, float]] = None
+) -> tuple[float, float, float]:
     """Mean and t-based confidence interval of the mean.
 
     Args:
         values: one score per run, [n]; NaNs are an error.
         confidence: coverage of the interval.
+        bounds: ``(lowest, highest)`` value a score can take, or None. The interval is clipped to
+            it (the mean of bounded scores is bounded too); a value outside it is an error.
 
     Returns:
         ``(mean, low, high)``; low and high are NaN when n < 2 (no spread to estimate).
@@ -53,11 +62,16 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
         raise ValueError(f"values must be a non-empty 1-D sequence, got shape {x.shape}")
     if np.isnan(x).any():
         raise ValueError("values contain NaN")
+    if bounds is not None and (x.min() < bounds[0] or x.max() > bounds[1]):
+        raise ValueError(f"values must lie in [{bounds[0]}, {bounds[1]}], got {x.min()} to {x.max()}")
     mean = float(x.mean())
     if x.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:

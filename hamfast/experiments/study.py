@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hamfast.checks import check_memory, check_network_fits, training_memory
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.files import write_text_atomic
+from hamfast.files import check_output_dir, lock_folder, write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
 from hamfast.experiments.runner import Samples, finished_tasks, run_experiment
@@ -61,6 +62,7 @@ def run_study(
     cache_dir=None,
     progress: bool = True,
     command: Optional[str] = None,
+    wait: bool = False,
 ) -> dict:
     """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md`` and the plots.
 
@@ -72,17 +74,42 @@ def run_study(
         device: torch device (already resolved, not "auto").
         cache_dir: where a BraTS root's slices are cached.
         progress: progress bars.
-        command: the command line, quoted in the summary.
+        command: the command line, quoted in the summary and recorded in the folder's lock.
+        wait: when another process holds ``out`` (see :func:`hamfast.files.lock_folder`), wait for
+            it instead of refusing.
 
     Returns:
         ``{"results": task results, "summary": summary.md text, "files": paths written}``.
+
+    Raises:
+        ValueError: before any training: ``out`` cannot be written or is in use, the slices are too
+            small for the network, the memory estimate exceeds what is available, too few cases.
     """
     start = time.perf_counter()
-    out = Path(out)
+    out = check_output_dir(out, "--out")
+    if settings.size is not None:
+        check_network_fits(settings.size, settings.widths, settings.kernel_size)
+    with lock_folder(out, command=command, wait=wait,
+                     on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
+        return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start)
+
+
+def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start) -> dict:
     size = {} if settings.size is None else {"size": settings.size}  # None: a cache of any size will do
     cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
     if len(cohort) <= settings.test_size:
         raise ValueError(f"--data {data}: {len(cohort)} cases cannot hold a test set of {settings.test_size} plus training cases")
+    side = int(min(cohort.images.shape[2:]))
+    native = "" if settings.size is not None else ", the data's own size"
+    check_network_fits(side, settings.widths, settings.kernel_size, option=f"--data {data} ({side} px slices{native})")
+    # Every worker holds a copy of the cohort and trains one model; this process holds the cohort too.
+    workers = max(1, min(jobs, settings.runs * len(settings.completeness) * len(settings.methods)))
+    per_worker = training_memory(side, settings.widths, settings.kernel_size, settings.batch_size, settings.methods)
+    if device.startswith("cuda"):
+        check_memory(per_worker, f"training at {side} px with --batch-size {settings.batch_size}", device)
+        per_worker = 0
+    check_memory((workers + (workers > 1)) * cohort.images.nbytes + workers * per_worker,
+                 f"{workers} worker(s) with {len(cohort)} cases of {side} px", "cpu")
     done_before = len(finished_tasks(out))
     results = run_experiment(settings, Samples.from_cohort(cohort), out, jobs=jobs, device=device, progress=progress)
     files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]

@@ -3,16 +3,22 @@ its :class:`~hamfast.training.trainer.TrainConfig` and its history, in one ``tor
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Optional, Union
 
 import torch
 from torch import nn
 
+from hamfast.files import write_atomic
 from hamfast.training.trainer import TrainConfig, TrainResult, build_from_config
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "hamfast.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
 def save_checkpoint(
@@ -24,7 +30,7 @@ def save_checkpoint(
     """Write the model weights (all buffers included: HAM's per-pattern statistics), config and history.
 
     Args:
-        path: file to write (parent folders are created).
+        path: file to write, atomically (parent folders are created).
         result_or_model: a :class:`TrainResult`, or a model (then ``config`` is required).
         config: overrides the result's config.
         history: overrides the result's history.
@@ -37,24 +43,64 @@ def save_checkpoint(
         model = result_or_model
     if not isinstance(config, TrainConfig):
         raise ValueError("config (a TrainConfig) is needed to save a bare model")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
-    torch.save(
-        {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "history": history or {}, "state_dict": state},
-        path,
-    )
+    payload = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "history": history or {}, "state_dict": state}
+    # Atomically: an interrupted save leaves the previous checkpoint, never half of one.
+    write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainResult:
     """Rebuild the model of a checkpoint from its config and load its weights.
 
+    Only tensors and plain containers are unpickled (``weights_only=True``): a file holding other
+    Python objects is refused, never executed.
+
     Returns:
         A :class:`TrainResult` with the model on ``map_location`` in eval mode.
+
+    Raises:
+        CheckpointError: (a ``ValueError``) the file is missing, unreadable, damaged, not a hamfast
+            checkpoint, or its config and weights do not fit together; one line naming the file.
     """
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    name = os.fspath(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {name}: {exc.strerror or exc}") from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(f"checkpoint {name} holds Python objects other than tensors; it was not written "
+                                  "by hamfast and is refused (it could run code when loaded)") from None
+        raise CheckpointError(f"checkpoint {name} is not a hamfast checkpoint or is damaged ({_first_line(exc)})") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError, ... for bytes it cannot parse
+        raise CheckpointError(f"checkpoint {name} is not a hamfast checkpoint or is damaged "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{os.fspath(path)} is not a hamfast checkpoint ({CHECKPOINT_FORMAT})")
-    config = TrainConfig.from_dict(payload["config"])
-    model = build_from_config(config)
-    model.load_state_dict(payload["state_dict"])
+        raise CheckpointError(f"checkpoint {name} is not a hamfast checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in ("config", "history", "state_dict") if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise CheckpointError(f"checkpoint {name} lacks {', '.join(missing)}")
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+        model = build_from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {name} has an invalid config: {_first_line(exc)}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
+                              f"widths {list(config.widths)}): {_state_dict_problem(exc)}") from None
     return TrainResult(model.to(map_location).eval(), config, payload["history"])
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _state_dict_problem(exc: BaseException, limit: int = 300) -> str:
+    """``load_state_dict``'s multi-line error in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = "; ".join(lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
