@@ -251,12 +251,14 @@ def _nvcc_bin_dir(nvcc: str) -> Optional[str]:
 
 
 def find_cuda_home(
-    env: Mapping[str, str] = os.environ, which: Callable[[str], Optional[str]] = shutil.which
+    env: Mapping[str, str] = os.environ,
+    which: Callable[[str], Optional[str]] = shutil.which,
+    fallback: Optional[str] = "/usr/local/cuda",
 ) -> Optional[str]:
     """The CUDA toolkit root (the folder holding ``bin/nvcc`` and ``include/crt/host_defines.h``).
 
     ``CUDA_HOME`` (or ``CUDA_PATH``) when set; otherwise found from ``nvcc`` on the PATH: its real
-    path (links resolved), then the folder nvcc reports running from, then ``/usr/local/cuda``.
+    path (links resolved), then the folder nvcc reports running from, then ``fallback``.
 
     Returns:
         The root, or None when there is no ``nvcc`` on the PATH and no ``CUDA_HOME``.
@@ -285,8 +287,8 @@ def find_cuda_home(
             tried.append(root)
             if _is_cuda_root(root):
                 return root
-    if _is_cuda_root("/usr/local/cuda"):
-        return "/usr/local/cuda"
+    if fallback and _is_cuda_root(fallback):
+        return fallback
     raise ToolchainError(
         f"hamfast: found nvcc at {nvcc} but no CUDA toolkit around it (looked in {', '.join(tried)}); "
         "set CUDA_HOME to the toolkit's root, or HAMFAST_BUILD_CUDA=0 for the CPU kernels only"
