@@ -4,7 +4,10 @@
 #include "grouped_conv.h"
 
 #include <Python.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
+
+#include <vector>
 
 namespace hamfast {
 
@@ -38,6 +41,12 @@ ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_si
   TORCH_CHECK(input_size.size() == 4, "hamfast.grouped_conv2d: x must be 4-D [B, Cin, H, W], got sizes ", input_size);
   TORCH_CHECK(weight_size.size() == 5, "hamfast.grouped_conv2d: weight must be 5-D [G, Cout, Cin, kh, kw], got sizes ",
               weight_size);
+  for (const int64_t s : input_size) {
+    TORCH_CHECK(s >= 0, "hamfast.grouped_conv2d: x sizes must not be negative, got ", input_size);
+  }
+  for (const int64_t s : weight_size) {
+    TORCH_CHECK(s >= 0, "hamfast.grouped_conv2d: weight sizes must not be negative, got ", weight_size);
+  }
   TORCH_CHECK(stride >= 1, "hamfast.grouped_conv2d: stride must be >= 1, got ", stride);
   TORCH_CHECK(padding >= 0, "hamfast.grouped_conv2d: padding must be >= 0, got ", padding);
   ConvGeometry geo{};
@@ -54,12 +63,24 @@ ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_si
   TORCH_CHECK(geo.groups >= 1, "hamfast.grouped_conv2d: weight must hold at least one group");
   TORCH_CHECK(weight_size[2] == geo.in_channels, "hamfast.grouped_conv2d: weight expects Cin=", weight_size[2],
               " input channels, x has ", geo.in_channels);
-  TORCH_CHECK(geo.kernel_h >= 1 && geo.kernel_w >= 1 && geo.kernel_h <= geo.height + 2 * padding &&
-                  geo.kernel_w <= geo.width + 2 * padding,
+  // Sizes come from the caller (and padding from Python ints): every product below is checked, so a
+  // huge padding is an error instead of a wrapped-around size.
+  int64_t twice_padding = 0, padded_h = 0, padded_w = 0;
+  TORCH_CHECK(!c10::mul_overflows(padding, int64_t(2), &twice_padding) &&
+                  !c10::add_overflows(geo.height, twice_padding, &padded_h) &&
+                  !c10::add_overflows(geo.width, twice_padding, &padded_w),
+              "hamfast.grouped_conv2d: padding=", padding, " makes the padded input larger than 2^63 - 1");
+  TORCH_CHECK(geo.kernel_h >= 1 && geo.kernel_w >= 1 && geo.kernel_h <= padded_h && geo.kernel_w <= padded_w,
               "hamfast.grouped_conv2d: kernel ", geo.kernel_h, "x", geo.kernel_w, " does not fit the padded input ",
-              geo.height + 2 * padding, "x", geo.width + 2 * padding);
-  geo.out_height = (geo.height + 2 * padding - geo.kernel_h) / stride + 1;
-  geo.out_width = (geo.width + 2 * padding - geo.kernel_w) / stride + 1;
+              padded_h, "x", padded_w);
+  geo.out_height = (padded_h - geo.kernel_h) / stride + 1;
+  geo.out_width = (padded_w - geo.kernel_w) / stride + 1;
+  int64_t out_numel = 0;
+  TORCH_CHECK(!c10::mul_overflows(geo.batch, geo.out_channels, &out_numel) &&
+                  !c10::mul_overflows(out_numel, geo.out_height, &out_numel) &&
+                  !c10::mul_overflows(out_numel, geo.out_width, &out_numel),
+              "hamfast.grouped_conv2d: the output [", geo.batch, ", ", geo.out_channels, ", ", geo.out_height, ", ",
+              geo.out_width, "] has more than 2^63 - 1 elements (padding=", padding, ")");
   return geo;
 }
 
@@ -71,14 +92,29 @@ void check_plan(const at::Tensor& order, const at::Tensor& offsets, const ConvGe
               "hamfast.grouped_conv2d: offsets must be int64 [G + 1] = [", geo.groups + 1, "], got ",
               offsets.scalar_type(), " ", offsets.sizes());
   TORCH_CHECK(order.device() == like.device() && offsets.device() == like.device(),
-              "hamfast.grouped_conv2d: the group plan is on ", order.device(), " but the data is on ", like.device());
-  if (!offsets.is_cpu()) return;  // reading device memory here would cost a sync per layer
+              "hamfast.grouped_conv2d: the group plan is on ", order.device(), " and ", offsets.device(),
+              " but the data is on ", like.device());
+  // Contents are read only where they live on the host: on CUDA that would cost a sync per layer
+  // (hamfast.ops validates a hand-made plan once; the kernels stay in bounds whatever the plan says).
+  if (!offsets.is_cpu()) return;
   auto off = offsets.contiguous();
   const int64_t* o = off.data_ptr<int64_t>();
   TORCH_CHECK(o[0] == 0 && o[geo.groups] == geo.batch,
               "hamfast.grouped_conv2d: offsets must run from 0 to B=", geo.batch, ", got ", o[0], " .. ", o[geo.groups]);
   for (int64_t g = 0; g < geo.groups; ++g) {
-    TORCH_CHECK(o[g] <= o[g + 1], "hamfast.grouped_conv2d: offsets must not decrease (group ", g, ")");
+    TORCH_CHECK(o[g] <= o[g + 1], "hamfast.grouped_conv2d: offsets must not decrease (group ", g, ": ", o[g], " > ",
+                o[g + 1], ")");
+  }
+  // order must be a permutation of 0..B-1: a repeated sample would leave another sample's rows unwritten.
+  auto ord = order.contiguous();
+  const int64_t* r = ord.data_ptr<int64_t>();
+  std::vector<char> seen(static_cast<size_t>(geo.batch), 0);
+  for (int64_t i = 0; i < geo.batch; ++i) {
+    TORCH_CHECK(r[i] >= 0 && r[i] < geo.batch, "hamfast.grouped_conv2d: order must be a permutation of 0..B-1 (B=",
+                geo.batch, "), order[", i, "]=", r[i], " is out of range");
+    TORCH_CHECK(!seen[r[i]], "hamfast.grouped_conv2d: order must be a permutation of 0..B-1, sample ", r[i],
+                " is listed twice");
+    seen[r[i]] = 1;
   }
 }
 

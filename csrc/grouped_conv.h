@@ -19,11 +19,13 @@ struct ConvGeometry {
   int64_t depth() const { return in_channels * kernel_h * kernel_w; }
 };
 
-// Validates ranks, channel counts, stride, padding and that the kernel fits the padded input.
+// Validates ranks, sizes (non-negative), channel counts, stride, padding and that the kernel fits the padded
+// input; every size computed from them is checked for int64 overflow.
 ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_size, int64_t stride, int64_t padding);
 
 // The group plan: order int64 [batch] (sample indices sorted by group), offsets int64 [groups + 1].
-// Checks shapes, dtypes and devices; on CPU also the contents (offsets rise from 0 to batch).
+// Checks shapes, dtypes and devices; on CPU also the contents: offsets rise from 0 to batch and order is a
+// permutation of 0..batch-1. CUDA plans are not read here (that would sync per layer): see docs/ops.md.
 void check_plan(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo, const at::Tensor& like);
 
 // Full checks of each op's arguments; each returns the geometry.

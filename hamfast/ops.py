@@ -23,10 +23,13 @@ Example::
 """
 from __future__ import annotations
 
+import operator
+import weakref
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 from hamfast import _extension
 
@@ -87,7 +90,67 @@ def make_group_plan(group: Tensor, num_groups: int, *, validate: bool = True) ->
     counts = torch.zeros(num_groups, dtype=torch.long, device=group.device)
     counts.scatter_add_(0, group, torch.ones_like(group))
     offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    return GroupPlan(group, order, offsets)
+    plan = GroupPlan(group, order, offsets)
+    if not torch.compiler.is_compiling():
+        _remember_valid(plan)  # valid by construction: grouped_conv2d never re-checks it
+    return plan
+
+
+# Plans known to be valid, keyed by their offsets tensor (a NamedTuple cannot carry a flag): those
+# from make_group_plan, and hand-made ones once checked. The version counters catch in-place edits.
+_VALID_PLANS = WeakIdKeyDictionary()
+
+
+def _versions(plan: GroupPlan) -> tuple:
+    return tuple(None if t.is_inference() else t._version for t in (plan.group, plan.order, plan.offsets))
+
+
+def _remember_valid(plan: GroupPlan) -> None:
+    _VALID_PLANS[plan.offsets] = (weakref.ref(plan.group), weakref.ref(plan.order), _versions(plan))
+
+
+def _known_valid(plan: GroupPlan) -> bool:
+    entry = _VALID_PLANS.get(plan.offsets)
+    return (
+        entry is not None
+        and entry[0]() is plan.group
+        and entry[1]() is plan.order
+        and entry[2] == _versions(plan)
+    )
+
+
+def _check_plan_contents(plan: GroupPlan, batch: int) -> None:
+    """Check a hand-made plan's values (one host sync on CUDA; a failure costs a few more to name it).
+
+    Rules: ``offsets`` rises from 0 to B, ``order`` is a permutation of 0..B-1, and ``group[order]``
+    is g on ``order[offsets[g]:offsets[g+1]]``.
+    """
+    order, offsets, group = plan.order, plan.offsets, plan.group
+    counts = offsets[1:] - offsets[:-1]
+    in_range = (order >= 0) & (order < batch)
+    safe_order = order.clamp(0, max(batch - 1, 0))
+    seen = torch.zeros(batch, dtype=torch.long, device=order.device).index_add_(0, safe_order, in_range.long())
+    # The group of each sorted position, without a sync (searchsorted stays in bounds on any offsets).
+    positions = torch.arange(batch, device=order.device)
+    sorted_group = torch.searchsorted(offsets[1:].contiguous(), positions, right=True)
+    structure_ok = (offsets[0] == 0) & (offsets[-1] == batch) & (counts >= 0).all() & in_range.all()
+    structure_ok &= (seen == 1).all()
+    group_ok = (group[safe_order] == sorted_group).all()
+    structure_ok, group_ok = torch.stack([structure_ok, group_ok]).tolist()
+    if structure_ok and group_ok:
+        return
+    if structure_ok:
+        raise ValueError("plan.group does not match plan.order and plan.offsets: group[order[offsets[g]:offsets[g+1]]] must be g")
+    if int(offsets[0]) != 0 or int(offsets[-1]) != batch:
+        raise ValueError(f"plan.offsets must run from 0 to B={batch}, got {int(offsets[0])} .. {int(offsets[-1])}")
+    if not bool((counts >= 0).all()):
+        g = int(torch.nonzero(counts < 0)[0])
+        raise ValueError(f"plan.offsets must not decrease (group {g}: {int(offsets[g])} > {int(offsets[g + 1])})")
+    if not bool(in_range.all()):
+        i = int(torch.nonzero(~in_range)[0])
+        raise ValueError(f"plan.order must be a permutation of 0..B-1 (B={batch}), order[{i}]={int(order[i])} is out of range")
+    twice = int(torch.nonzero(seen > 1)[0])
+    raise ValueError(f"plan.order must be a permutation of 0..B-1, sample {twice} is listed twice")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -99,6 +162,22 @@ def _describe(t) -> str:
     if isinstance(t, Tensor):
         return f"tensor of shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
     return type(t).__name__
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    """``value`` as a Python int: integers only (1.5 or True is an error, not 1), in [minimum, 2**63)."""
+    if isinstance(value, bool) or isinstance(value, Tensor) and value.dim() != 0:
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer (the same along both axes), got {value!r}") from None
+    if not minimum <= value <= _INT64_MAX:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}" if value < minimum else f"{name}={value} is too large")
+    return value
 
 
 def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int) -> None:
@@ -126,28 +205,42 @@ def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, 
             raise TypeError(f"bias dtype {bias.dtype} differs from x dtype {x.dtype}")
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}")
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if int(padding) < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+    stride = _check_int("stride", stride, 1)
+    padding = _check_int("padding", padding, 0)
     kh, kw = weight.shape[3], weight.shape[4]
     h, w = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
     if kh > h or kw > w:
         raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h}x{w} (padding={padding})")
+    out_numel = x.shape[0] * weight.shape[1] * ((h - kh) // stride + 1) * ((w - kw) // stride + 1)
+    if max(h, w, out_numel) > _INT64_MAX:
+        raise ValueError(f"padding={padding} is too large: the output would have {out_numel:.3g} elements (at most 2**63 - 1)")
 
 
 def _resolve_plan(group: Optional[Tensor], weight: Tensor, x: Tensor, plan: Optional[GroupPlan]) -> GroupPlan:
+    """The plan to use: ``plan`` (checked, its values once per plan object) or one made from ``group``."""
     num_groups = weight.shape[0]
     if plan is None:
         if group is None:
             raise ValueError("pass either group [B] or a precomputed plan")
         plan = make_group_plan(group, num_groups)
+    if not isinstance(plan, GroupPlan):
+        raise TypeError(f"plan must be a GroupPlan from make_group_plan, got {type(plan).__name__}")
+    for name in ("group", "order", "offsets"):
+        t = getattr(plan, name)
+        if not isinstance(t, Tensor) or t.dim() != 1 or t.dtype != torch.long:
+            raise TypeError(f"plan.{name} must be a 1-D int64 tensor, got {_describe(t)}")
     if plan.num_groups != num_groups:
         raise ValueError(f"plan was made for G={plan.num_groups} groups, weight has G={num_groups}")
-    if plan.order.numel() != x.shape[0]:
+    if plan.order.numel() != x.shape[0] or plan.group.numel() != x.shape[0]:
         raise ValueError(f"plan covers {plan.order.numel()} samples, x has B={x.shape[0]}")
-    if plan.order.device != x.device:
-        raise ValueError(f"plan/group is on {plan.order.device} but x is on {x.device}")
+    for name in ("group", "order", "offsets"):
+        if getattr(plan, name).device != x.device:
+            raise ValueError(f"plan/group is on {getattr(plan, name).device} but x is on {x.device}")
+    if x.device.type != "meta" and not torch.compiler.is_compiling() and not _known_valid(plan):
+        # A hand-made (or edited) plan: one check of its values, then remembered, so the layers of
+        # a network that reuse it add no host sync.
+        _check_plan_contents(plan, x.shape[0])
+        _remember_valid(plan)
     return plan
 
 
@@ -238,18 +331,30 @@ def _reference_with_plan(
 # ---- registration of the compiled op's fake (meta) kernel and autograd formula ----------------
 if _extension.available():
 
+    def _fake_check_devices(op: str, **tensors) -> None:
+        # The real kernels refuse mixed devices; the fake ones run for meta inputs, so check here too.
+        (first, like), *rest = [(k, t) for k, t in tensors.items() if t is not None]
+        for name, t in rest:
+            if t.device != like.device:
+                raise RuntimeError(f"hamfast.{op}: {name} is on {t.device} but {first} is on {like.device}")
+
     @torch.library.register_fake("hamfast::grouped_conv2d")
     def _grouped_conv2d_fake(x, weight, bias, order, offsets, stride, padding):
+        _fake_check_devices("grouped_conv2d", x=x, weight=weight, bias=bias, order=order, offsets=offsets)
         ho = conv_output_size(x.shape[2], weight.shape[3], stride, padding)
         wo = conv_output_size(x.shape[3], weight.shape[4], stride, padding)
         return x.new_empty((x.shape[0], weight.shape[1], ho, wo))
 
     @torch.library.register_fake("hamfast::grouped_conv2d_backward_input")
     def _backward_input_fake(grad_out, weight, order, offsets, input_size, stride, padding):
+        _fake_check_devices(
+            "grouped_conv2d_backward_input", grad_out=grad_out, weight=weight, order=order, offsets=offsets
+        )
         return grad_out.new_empty(input_size)
 
     @torch.library.register_fake("hamfast::grouped_conv2d_backward_weight")
     def _backward_weight_fake(grad_out, x, order, offsets, weight_size, stride, padding):
+        _fake_check_devices("grouped_conv2d_backward_weight", grad_out=grad_out, x=x, order=order, offsets=offsets)
         return x.new_empty(weight_size)
 
     def _setup_context(ctx, inputs, output):

@@ -1,4 +1,9 @@
-"""hamfast.ops.grouped_conv2d against its pure-PyTorch reference, on CPU and (where present) CUDA."""
+"""hamfast.ops.grouped_conv2d against its pure-PyTorch reference, on CPU and (where present) CUDA.
+
+On CUDA the reference runs in float64 and the tolerance follows the precision the op computes in
+(TF32 when allowed, exact float32 when not), so the tests hold on every GPU.
+"""
+import contextlib
 import os
 import subprocess
 import sys
@@ -7,14 +12,22 @@ import pytest
 import torch
 
 from hamfast import _extension
-from hamfast.ops import grouped_conv2d, grouped_conv2d_reference, make_group_plan
+from hamfast.ops import GroupPlan, grouped_conv2d, grouped_conv2d_reference, make_group_plan
 
 requires_extension = pytest.mark.skipif(not _extension.available(), reason="hamfast._C is not built")
 requires_cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and _extension.has_cuda_kernels()),
     reason="needs an NVIDIA GPU and hamfast built with its CUDA kernels",
 )
-DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])]
+CUDA = [requires_cuda, pytest.mark.cuda]
+DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=CUDA)]
+# (device, allow_tf32): CUDA runs with TF32 allowed (PyTorch's default for convolutions, which the
+# op's float32 path follows) and with it off (exact float32); CPU has no TF32.
+DEVICE_PRECISIONS = [
+    pytest.param("cpu", False, id="cpu"),
+    pytest.param("cuda", False, id="cuda-fp32", marks=CUDA),
+    pytest.param("cuda", True, id="cuda-tf32", marks=CUDA),
+]
 
 # (B, G, Cin, Cout, H, W, k, stride, padding, group pattern)
 CASES = {
@@ -50,43 +63,78 @@ def make_case(name, device, dtype=torch.float32, seed=0):
     return x.to(**to), weight.to(**to), bias.to(**to), group.to(**to), stride, padding
 
 
-def tolerance(dtype, device):
-    if dtype == torch.float64:
-        return dict(rtol=1e-9, atol=1e-9)
-    # TF32 stays off in these tests (torch's default for conv is on: disable it for the reference too).
-    return dict(rtol=1e-4, atol=1e-4) if device == "cpu" else dict(rtol=1e-3, atol=1e-3)
+@contextlib.contextmanager
+def cuda_tf32(allowed):
+    """Allow or forbid TF32 for CUDA convolutions and matmuls inside the block (restored after)."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
-@pytest.fixture(autouse=True)
-def exact_cuda_reference():
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = previous
+# Relative error allowed, per precision the op computes in, against a float64 reference: as a
+# fraction of max|reference| (absolute) and of each element (relative). float32: the CPU op's worst
+# error over CASES is 7.8e-7 of max|reference| (2-core CPU VM), a CUDA float32 check on an H200 found
+# 1.6e-6; TF32 keeps 10 mantissa bits (unit roundoff 4.9e-4), float16 too, bfloat16 7.
+RELATIVE_TOLERANCE = {"float64": 1e-9, "float32": 2e-5, "tf32": 5e-3, "float16": 5e-3, "bfloat16": 4e-2}
+
+
+def precision_used(dtype, device, tf32=False):
+    """The arithmetic the op runs in: float32 on CUDA with TF32 allowed means TF32 tensor cores."""
+    if dtype == torch.float32 and device == "cuda" and tf32:
+        return "tf32"
+    return str(dtype).removeprefix("torch.")
+
+
+def tolerance(dtype, device, tf32=False, reference=None):
+    """assert_close tolerances for comparing the op with the reference of :func:`reference_for`.
+
+    CPU (a same-dtype reference, as before): 1e-4 for float32, 1e-9 for float64. CUDA (a float64
+    reference): from the precision used, scaled by max|reference|.
+    """
+    if device == "cpu":
+        return dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    rel = RELATIVE_TOLERANCE[precision_used(dtype, device, tf32)]
+    scale = float(reference.abs().max()) if reference is not None and reference.numel() else 1.0
+    return dict(rtol=rel, atol=rel * max(scale, 1.0))
+
+
+def reference_for(device, x, weight, bias, group, stride, padding):
+    """The reference the op is compared with: the group loop of F.conv2d in the inputs' dtype on
+    CPU; in float64 on the inputs' values on CUDA (cuDNN's own float32 may run in TF32)."""
+    if device == "cpu":
+        return grouped_conv2d_reference(x, weight, bias, group, stride, padding)
+    promote = (lambda t: None if t is None else t.double())
+    return grouped_conv2d_reference(promote(x), promote(weight), promote(bias), group, stride, padding)
+
+
+def assert_matches(got, want, dtype, device, tf32=False):
+    """The op's result ``got`` against ``want`` from :func:`reference_for`, compared in want's dtype."""
+    torch.testing.assert_close(got.to(want.dtype), want, **tolerance(dtype, device, tf32, want))
 
 
 @requires_extension
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device, tf32", DEVICE_PRECISIONS)
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_forward_and_gradients_match_reference(name, device, with_bias):
+def test_forward_and_gradients_match_reference(name, device, tf32, with_bias):
     x, weight, bias, group, stride, padding = make_case(name, device)
     bias = bias if with_bias else None
     leaves = [t.clone().requires_grad_() for t in (x, weight) + ((bias,) if with_bias else ())]
-    ref_leaves = [t.clone().requires_grad_() for t in leaves]
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
 
-    out = grouped_conv2d(leaves[0], leaves[1], leaves[2] if with_bias else None, group, stride, padding)
-    ref = grouped_conv2d_reference(
-        ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None, group, stride, padding
-    )
-    tol = tolerance(x.dtype, device)
-    torch.testing.assert_close(out, ref, **tol)
-
-    grad_out = torch.randn_like(out)
-    grads = torch.autograd.grad(out, leaves, grad_out)
-    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_out)
+    with cuda_tf32(tf32):
+        out = grouped_conv2d(leaves[0], leaves[1], leaves[2] if with_bias else None, group, stride, padding)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+        ref = reference_for(device, ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None, group,
+                            stride, padding)
+        ref_grads = torch.autograd.grad(ref, ref_leaves, grad_out.to(ref.dtype))
+    assert_matches(out, ref, x.dtype, device, tf32)
     for got, want in zip(grads, ref_grads):
-        torch.testing.assert_close(got, want, **tol)
+        assert_matches(got, want, x.dtype, device, tf32)
 
     unused = sorted(set(range(weight.shape[0])) - set(group.tolist()))
     if unused:
@@ -96,15 +144,35 @@ def test_forward_and_gradients_match_reference(name, device, with_bias):
 
 
 @requires_extension
-@pytest.mark.parametrize("device", DEVICES)
-def test_each_sample_uses_its_own_groups_weights(device):
+@pytest.mark.parametrize("device, tf32", DEVICE_PRECISIONS)
+def test_each_sample_uses_its_own_groups_weights(device, tf32):
     """Per-sample definition, independent of the reference's group loop."""
     x, weight, bias, group, stride, padding = make_case("unsorted_repeated", device)
-    out = grouped_conv2d(x, weight, bias, group, stride, padding)
+    with cuda_tf32(tf32):
+        out = grouped_conv2d(x, weight, bias, group, stride, padding)
+    exact = torch.float32 if device == "cpu" else torch.float64
     for b in range(x.shape[0]):
         g = int(group[b])
-        expected = torch.nn.functional.conv2d(x[b : b + 1], weight[g], bias[g], stride, padding)[0]
-        torch.testing.assert_close(out[b], expected, **tolerance(x.dtype, device))
+        expected = torch.nn.functional.conv2d(
+            x[b : b + 1].to(exact), weight[g].to(exact), bias[g].to(exact), stride, padding
+        )[0]
+        assert_matches(out[b], expected, x.dtype, device, tf32)
+
+
+def test_tolerance_follows_the_precision_used():
+    """The CUDA tolerances: exact float32 is 250x stricter than TF32; they scale with the reference."""
+    ref = torch.tensor([0.5, -20.0])
+    fp32 = tolerance(torch.float32, "cuda", False, ref)
+    tf32 = tolerance(torch.float32, "cuda", True, ref)
+    assert fp32["atol"] == pytest.approx(20 * 2e-5) and tf32["atol"] == pytest.approx(20 * 5e-3)
+    assert tolerance(torch.float64, "cuda", True, ref)["rtol"] == 1e-9  # TF32 never applies to float64
+    assert tolerance(torch.bfloat16, "cuda", False, ref)["rtol"] > tf32["rtol"]
+    assert tolerance(torch.float32, "cpu", True) == dict(rtol=1e-4, atol=1e-4)  # CPU: as strict as ever
+    # A TF32-sized error passes only the TF32 tolerance.
+    got = ref + torch.tensor([0.0, 20 * 1e-3])
+    torch.testing.assert_close(got, ref, **tf32)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(got, ref, **fp32)
 
 
 @requires_extension
@@ -121,11 +189,9 @@ def test_gradcheck_float64_cpu():
 @pytest.mark.parametrize("device", DEVICES)
 def test_float64_matches_reference_exactly(device):
     x, weight, bias, group, stride, padding = make_case("k3_pad1", device, dtype=torch.float64)
-    torch.testing.assert_close(
-        grouped_conv2d(x, weight, bias, group, stride, padding),
-        grouped_conv2d_reference(x, weight, bias, group, stride, padding),
-        **tolerance(torch.float64, device),
-    )
+    with cuda_tf32(True):  # TF32 never touches float64
+        out = grouped_conv2d(x, weight, bias, group, stride, padding)
+    assert_matches(out, reference_for(device, x, weight, bias, group, stride, padding), torch.float64, device, True)
 
 
 @requires_extension
@@ -181,18 +247,16 @@ def test_plan_is_reusable_and_equivalent_to_group():
 
 
 @requires_extension
-@pytest.mark.parametrize("device", DEVICES)
-def test_non_contiguous_inputs(device):
+@pytest.mark.parametrize("device, tf32", DEVICE_PRECISIONS)
+def test_non_contiguous_inputs(device, tf32):
     x, weight, bias, group, stride, padding = make_case("k3_pad1", device)
     x_nc = torch.stack([x, x], dim=-1)[..., 0]  # same values, every stride doubled
     assert not x_nc.is_contiguous()
     w_nc = weight.transpose(3, 4).contiguous().transpose(3, 4)
     b_nc = torch.stack([bias, bias], dim=2)[..., 0]
-    torch.testing.assert_close(
-        grouped_conv2d(x_nc, w_nc, b_nc, group, stride, padding),
-        grouped_conv2d_reference(x, weight, bias, group, stride, padding),
-        **tolerance(x.dtype, device),
-    )
+    with cuda_tf32(tf32):
+        out = grouped_conv2d(x_nc, w_nc, b_nc, group, stride, padding)
+    assert_matches(out, reference_for(device, x, weight, bias, group, stride, padding), x.dtype, device, tf32)
 
 
 @requires_extension
@@ -222,6 +286,14 @@ def bad_input_cases():
         "group length": ((x, weight, bias, group[:-1]), ValueError, "plan covers"),
         "kernel too large": ((x[:, :, :2, :2], weight, bias, group), ValueError, "larger than the padded input"),
         "device mismatch": ((x, weight.to("meta"), bias, group), ValueError, "is on"),
+        "stride 1.5": ((x, weight, bias, group, 1.5), TypeError, "stride must be an integer"),
+        "stride pair": ((x, weight, bias, group, (1, 1)), TypeError, "stride must be an integer"),
+        "stride True": ((x, weight, bias, group, True), TypeError, "stride must be an integer"),
+        "stride 0": ((x, weight, bias, group, 0), ValueError, "stride must be >= 1"),
+        "padding 0.5": ((x, weight, bias, group, 1, 0.5), TypeError, "padding must be an integer"),
+        "negative padding": ((x, weight, bias, group, 1, -1), ValueError, "padding must be >= 0"),
+        "padding 2**62": ((x, weight, bias, group, 1, 2**62), ValueError, "padding=4611686018427387904 is too large"),
+        "plan of lists": ((x, weight, bias, None, 1, 0, GroupPlan([0], [0], [0, 1])), TypeError, "plan.group must be"),
     }
 
 
@@ -229,24 +301,56 @@ def bad_input_cases():
 @pytest.mark.parametrize("fn", [grouped_conv2d, grouped_conv2d_reference])
 def test_bad_input_raises_clear_error(case, fn):
     args, error, message = bad_input_cases()[case]
+    plan = args[6] if len(args) > 6 else None
     with pytest.raises(error, match=message):
-        fn(*args)
+        fn(*args[:6], plan=plan)
+
+
+# The compiled ops' own checks (torch.ops.hamfast.* called directly) are tested in a child process,
+# where a crash cannot take pytest down: tests/test_op_errors.py.
 
 
 @requires_extension
-def test_compiled_op_checks_its_arguments_itself():
-    """Callers of torch.ops.hamfast.* directly bypass the Python checks: the C++ checks still hold."""
-    x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
-    plan = make_group_plan(group, weight.shape[0])
-    op = torch.ops.hamfast.grouped_conv2d
-    with pytest.raises(RuntimeError, match="input channels"):
-        op(x[:, :2], weight, bias, plan.order, plan.offsets, 1, 1)
-    with pytest.raises(RuntimeError, match="offsets must run from 0"):
-        op(x, weight, bias, plan.order, plan.offsets + 1, 1, 1)
-    with pytest.raises(RuntimeError, match="offsets must be int64"):
-        op(x, weight, bias, plan.order, plan.offsets[:-1], 1, 1)
-    with pytest.raises(RuntimeError, match="does not fit"):
-        op(x[:, :, :1, :1], weight, bias, plan.order, plan.offsets, 1, 0)
+def test_hand_made_plan_is_checked_once_and_again_after_an_edit(monkeypatch):
+    from hamfast import ops
+
+    x, weight, bias, group, stride, padding = make_case("unsorted_repeated", "cpu")
+    made = make_group_plan(group, weight.shape[0])
+    calls = []
+    real_check = ops._check_plan_contents
+    monkeypatch.setattr(ops, "_check_plan_contents", lambda plan, batch: calls.append(1) or real_check(plan, batch))
+    for _ in range(3):
+        grouped_conv2d(x, weight, bias, None, stride, padding, plan=made)
+    assert calls == []  # made by make_group_plan: valid by construction, never read again
+    hand_made = GroupPlan(made.group.clone(), made.order.clone(), made.offsets.clone())
+    for _ in range(3):
+        out = grouped_conv2d(x, weight, bias, None, stride, padding, plan=hand_made)
+    assert len(calls) == 1  # checked once, then remembered
+    torch.testing.assert_close(out, grouped_conv2d(x, weight, bias, group, stride, padding))
+    hand_made.order[1] = hand_made.order[0]  # an in-place edit is seen by the version counter
+    with pytest.raises(ValueError, match="listed twice"):
+        grouped_conv2d(x, weight, bias, None, stride, padding, plan=hand_made)
+    assert len(calls) == 2
+
+
+@requires_extension
+@requires_cuda
+@pytest.mark.cuda
+def test_layers_reusing_a_plan_do_not_sync_the_device():
+    x, weight, bias, group, stride, padding = make_case("k3_pad1", "cuda")
+    plan = make_group_plan(group, weight.shape[0])  # the one sync: the group-range check
+    hand_made = GroupPlan(plan.group.clone(), plan.order.clone(), plan.offsets.clone())
+    grouped_conv2d(x, weight, bias, None, stride, padding, plan=hand_made)  # checked here, once
+    x.requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for p in (plan, hand_made):
+            hidden = grouped_conv2d(x, weight, bias, None, stride, padding, plan=p)
+            out = grouped_conv2d(hidden[:, : weight.shape[2]], weight, bias, None, stride, padding, plan=p)
+            out.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_import_without_extension_falls_back_and_warns_once():
