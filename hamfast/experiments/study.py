@@ -81,6 +81,7 @@ def run_study(
     out = Path(out)
     size = {} if settings.size is None else {"size": settings.size}  # None: a cache of any size will do
     cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
+    settings.check_input_size(*cohort.images.shape[2:], data=f"--data {data}")
     if len(cohort) <= settings.test_size:
         raise ValueError(f"--data {data}: {len(cohort)} cases cannot hold a test set of {settings.test_size} plus training cases")
     done_before = len(finished_tasks(out))
