@@ -55,7 +55,7 @@ __all__ = [
 DEFAULT_SHAPE = (128, 128, 64)
 # Each trait's z maps through the normal CDF onto this range (uniform sizes, varying a lot).
 TRAIT_RANGES_MM = {"necrosis_mm": (3.0, 14.0), "rim_mm": (2.0, 10.0), "oedema_mm": (26.0, 60.0)}
-DEFAULT_SIGNAL = 0.6  # share of the risk variance the images explain (calibrated: docs/data.md)
+DEFAULT_SIGNAL = 0.8  # share of the risk variance the images explain (calibrated: docs/data.md)
 DEFAULT_PRIVATE = 0.5  # share of that explained variance carried by the private (one-modality) traits
 SIZE_WEIGHTS = (1.0, 0.5, 1.0)  # relative weights of necrosis, rim, oedema in the risk
 PRIVATE_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # relative weights of the t1, t1ce, t2, flair private contrasts
