@@ -267,3 +267,43 @@ def test_paper_preset_is_the_protocol():
     assert TrainConfig("ham", **options).dropout_keep == 0.5
     with pytest.raises(ValueError, match="ham_norm"):
         make_settings("a", "quick", ham_norm="batch")
+
+
+def test_fixed_split_is_the_same_across_runs():
+    """run_task with split="fixed": every run tests on the same cases (and trains on the rest);
+    split="per-run": the runs' test sets differ."""
+    from hamfast.experiments.runner import Samples, Task, run_task
+
+    gen = np.random.default_rng(0)
+    n = 30
+    samples = Samples(gen.random((n, 4, 91, 91), dtype=np.float32), np.ones((n, 4), dtype=bool),
+                      np.arange(n) % 3, [f"case{i:02d}" for i in range(n)])
+    tested = {}
+    for split in ("fixed", "per-run"):
+        settings = make_settings("a", "quick", runs=2, methods=("dropout",), completeness=(0.5,), split=split, test_size=6,
+                                 widths=WIDTHS, iterations=1, augment=False)
+        tested[split] = [run_task(Task(run, run, 0.5, "dropout"), settings, samples)["evaluations"][0]["ids"] for run in (0, 1)]
+    assert tested["fixed"][0] == tested["fixed"][1] and len(tested["fixed"][0]) == 6
+    assert tested["per-run"][0] != tested["per-run"][1]
+
+
+def test_synth_cli_options():
+    from hamfast.cli import build_parser
+
+    args = build_parser().parse_args(["synth", "out", "--signal", "0.7", "--private", "0"])
+    assert (args.signal, args.private) == (0.7, 0.0)
+    defaults = build_parser().parse_args(["synth", "out"])
+    from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL
+
+    assert (defaults.signal, defaults.private) == (DEFAULT_SIGNAL, DEFAULT_PRIVATE)
+    for bad in (["--signal", "1.5"], ["--private", "-0.2"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["synth", "out", *bad])
+    exp = build_parser().parse_args(["experiment", "a", "--data", "d", "--out", "o", "--ham-norm", "shared",
+                                     "--recalibrate", "off", "--dropout-mode", "subset", "--dropout-keep", "0.5"])
+    from hamfast.cli import _experiment_settings
+
+    settings = _experiment_settings(exp)
+    assert (settings.ham_norm, settings.recalibrate, settings.dropout_mode, settings.dropout_keep) == ("shared", False, "subset", 0.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["experiment", "a", "--data", "d", "--out", "o", "--dropout-p", "1"])
