@@ -45,6 +45,7 @@ from hamfast.checks import (
     resolve_device,
     training_memory,
 )
+from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL
 from hamfast.files import check_output_dir, check_output_file, write_json_atomic
 from hamfast.experiments.runner import subset_mask
 from hamfast.experiments.stats import few_runs_warning
@@ -117,6 +118,29 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def _drop_probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _training_switches(args) -> dict:
+    """The ablation and masking options given on the command line (TrainConfig / settings field names)."""
+    out = {"ham_norm": args.ham_norm, "dropout_mode": args.dropout_mode, "dropout_p": args.dropout_p,
+           "dropout_keep": args.dropout_keep}
+    if args.recalibrate is not None:
+        out["recalibrate"] = args.recalibrate == "on"
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _slice_index(text: str):
     if text == "largest_brain":
         return text
@@ -155,6 +179,19 @@ def _add_model_options(parser, defaults: dict) -> None:
                        help="HAM's pattern schedule: paper (one pattern per batch, n_it steps) or mixed (per-sample patterns)")
     group.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                        help="switch off the training augmentation")
+    group.add_argument("--ham-norm", choices=("per-pattern", "shared"), default=None,
+                       help="HAM's batch norm: per-pattern statistics (hamfast's default) or one shared set (the paper's "
+                       "plain task model) (default: per-pattern)")
+    group.add_argument("--recalibrate", choices=("on", "off"), default=None,
+                       help="precise batch-norm statistics: HAM's per pattern after training, the baselines' per test "
+                       "pattern at evaluation (default: on)")
+    group.add_argument("--dropout-mode", choices=("channel", "subset"), default=None,
+                       help="Dropout's masking: each present modality dropped with probability --dropout-p, or a uniform "
+                       "non-empty subset (default: channel)")
+    group.add_argument("--dropout-p", type=_drop_probability, default=None,
+                       help="Dropout's drop probability per modality in channel mode (default: 0.25)")
+    group.add_argument("--dropout-keep", type=_share, default=None,
+                       help="probability that Dropout shows a sample with its own pattern (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=_positive_int, default=213, help="number of patients (BraTS2019 has 213 with survival)")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=(96, 96, 16), help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
+                   help="share of the survival risk's variance the images explain (the rest is unlearnable noise)")
+    p.add_argument("--private", type=_share, default=DEFAULT_PRIVATE,
+                   help="share of the explained risk carried by traits each visible in one modality only")
 
     p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
              "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area, or --slice-policy for "
@@ -299,9 +340,9 @@ def _add_experiment_parser(sub) -> None:
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
     p.add_argument("--subsets", default=None, help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair")
     p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
-    p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run, or one for all")
+    p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run (quick), or one for all runs (paper)")
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
-    p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (quick: 96; paper: native)")
+    p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels after cropping to the brain (quick: 96; paper: 128)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
     _add_model_options(p, {})
 
@@ -374,7 +415,8 @@ def _cmd_synth(args) -> int:
     start = time.perf_counter()
     out = check_output_dir(args.out, "out")
     existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
-    root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed)
+    root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
+                                signal=args.signal, private=args.private)
     verb = "reusing the" if existed else "wrote"
     print(f"{verb} {args.cases} synthetic cases in {root} ({time.perf_counter() - start:.0f} s)")
     return 0
@@ -442,7 +484,7 @@ def _cmd_train(args) -> int:
     config = TrainConfig(
         args.method, schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size, seed=args.seed, device=device,
-        augment=args.augment is not False,
+        augment=args.augment is not False, **_training_switches(args),
     )
     log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
              len(train_idx), int(available.all(1).sum()), device)
@@ -583,7 +625,7 @@ def _experiment_settings(args):
         runs=args.runs, methods=args.methods, completeness=args.completeness, seed=args.seed, split=args.split,
         test_size=args.test_size, size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, augment=args.augment,
-        iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds,
+        iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, **_training_switches(args),
     )
     if args.subsets is not None:
         if args.which == "a":

@@ -10,7 +10,8 @@ nib = pytest.importorskip("nibabel")
 
 from hamfast.data import MODALITIES, make_synthetic_brats, prepare_brats, survival_class  # noqa: E402
 from hamfast.data.brats import TRAINING_DIR  # noqa: E402
-from hamfast.data.synthetic import case_traits  # noqa: E402
+from hamfast.data.phantom import CONTRAST, PRIVATE_CONTRASTS  # noqa: E402
+from hamfast.data.synthetic import case_traits, risk_weights, trait_sizes  # noqa: E402
 
 SHAPE = (64, 64, 16)
 N = 12
@@ -99,12 +100,12 @@ def test_class_shares_follow_the_paper():
 
 def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
     """Larger traits mean shorter survival; the oedema trait sets the lesion area of the reader's slice
-    and the rim trait the enhancing area."""
+    and the rim trait the enhancing area (an image-driven cohort: signal 0.95, no private traits)."""
     n, seed = 40, 1
-    root = make_synthetic_brats(tmp_path, n_cases=n, shape=SHAPE, seed=seed)
+    root = make_synthetic_brats(tmp_path, n_cases=n, shape=SHAPE, seed=seed, signal=0.95, private=0.0)
     traits, days, lesion, enhancing = [], [], [], []
     for i in range(n):
-        z, d = case_traits(seed, i, np.random.default_rng([seed, i]))
+        z, d = case_traits(seed, i, np.random.default_rng([seed, i]), 0.95, 0.0)
         seg = case_arrays(root, f"BraTS19_SYN_{i:04d}_1")["seg"]
         axial = seg[..., np.argmax((seg > 0).sum((0, 1)))]
         traits.append(z), days.append(d), lesion.append((axial > 0).sum()), enhancing.append((axial == 4).sum())
@@ -117,3 +118,38 @@ def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
     assert rank_corr(traits[:, 2], lesion) > 0.8
     assert rank_corr(traits[:, 1], enhancing) > 0.6
     assert abs(rank_corr(traits[:, 0], lesion)) < 0.4  # necrosis does not set the lesion size
+
+
+def test_signal_and_private_shares_set_the_risk_model():
+    """``signal`` is the share of the risk variance the traits explain, ``private`` the share of that in
+    the one-modality traits; the empirical correlations follow."""
+    w = risk_weights(0.6, 0.5)
+    assert w.shape == (8,) and np.isclose((w**2).sum(), 1)
+    assert np.isclose((w[:7] ** 2).sum(), 0.6) and np.isclose((w[3:7] ** 2).sum(), 0.3)
+    assert np.isclose(w[7] ** 2, 0.4)
+    assert np.allclose(risk_weights(0.95, 0.0)[3:7], 0)
+    for signal, private in ((0.6, 0.5), (0.3, 1.0), (0.9, 0.0)):
+        z, days = zip(*(case_traits(2, i, np.random.default_rng([2, i]), signal, private) for i in range(3000)))
+        z, risk = np.array(z), -np.log(days)
+        explained = np.corrcoef(np.c_[z, risk].T)[-1, :-1] ** 2  # each trait's share of the risk variance
+        assert abs(explained.sum() - signal) < 0.05
+        assert abs(explained[3:].sum() - signal * private) < 0.05
+    for bad in (dict(signal=1.2), dict(private=-0.1)):
+        with pytest.raises(ValueError, match="must lie in"):
+            case_traits(0, 0, np.random.default_rng(0), **{"signal": 0.5, "private": 0.5, **bad})
+
+
+def test_private_traits_change_one_modality_each():
+    """Each private trait sets one contrast of one modality's column, nothing else."""
+    low, high = trait_sizes(np.r_[0, 0, 0, -3, -3, -3, -3]), trait_sizes(np.r_[0, 0, 0, 3, 3, 3, 3])
+    assert trait_sizes(np.zeros(3)).contrasts is None and np.array_equal(trait_sizes(np.zeros(3)).contrast_table(), CONTRAST)
+    diff = high.contrast_table() != low.contrast_table()
+    assert diff.sum() == 4 and (diff.sum(0) == 1).all()  # one changed entry per modality
+    for (row, column, (lo, hi)), a, b in zip(PRIVATE_CONTRASTS.values(), low.contrasts, high.contrasts):
+        assert diff[row, column] and lo <= a < b <= hi
+
+
+def test_signal_zero_unlinks_survival_from_the_images():
+    z, days = zip(*(case_traits(4, i, np.random.default_rng([4, i]), 0.0, 0.5) for i in range(2000)))
+    corr = np.corrcoef(np.c_[np.array(z), np.log(days)].T)[-1, :-1]
+    assert np.abs(corr).max() < 0.08

@@ -100,6 +100,7 @@ def test_select_iterations_by_hand():
 class _FakeConfig:
     def __init__(self, method, iterations=300, seed=0):
         self.method, self.iterations, self.seed, self.device = method, iterations, seed, "cpu"
+        self.recalibrate = False
 
 
 def test_cross_validation_picks_the_best_step(monkeypatch):
@@ -114,7 +115,7 @@ def test_cross_validation_picks_the_best_step(monkeypatch):
         for iteration in range(eval_every, config.iterations + 1, eval_every):
             callback(iteration, {"iteration": iteration, "labels": labels})
 
-    def fake_predict(model, images, available, device="cpu"):
+    def fake_predict(model, images, available, device="cpu", calibration=None):
         # Perfect at step 200, always class 0 otherwise (balanced accuracy 1/3 on 3 classes).
         n = len(images)
         if model["iteration"] == 200:

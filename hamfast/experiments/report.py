@@ -7,8 +7,11 @@
   condition, run, seed, id, y_true, y_pred, prob_0, prob_1, prob_2`` (classes 0 short, 1 mid,
   2 long survival), enough to recompute every metric.
 * ``summary.md``: the paper's tables (1a/1b for A, 2 for B): per cell the mean over runs, its 95 %
-  t confidence interval (clipped to [0, 1]) and the significance marks of :mod:`hamfast.experiments.stats`, then the
-  settings used.
+  t confidence interval (clipped to [0, 1]) and the significance marks, then the settings used.
+  Table 1's marks are those of :func:`hamfast.experiments.stats.significance_marks` (``*`` better
+  than Standard, ``×`` better than both Dropout and FeatImpute); Table 2's are the paper's Table 2
+  marks, :func:`table2_marks`: ``*`` better than Dropout and ``⊗`` better than FeatImpute, each on
+  its own.
 
 Every file is written atomically (``hamfast.files``).
 """
@@ -34,12 +37,17 @@ __all__ = [
     "prediction_rows",
     "write_csv",
     "cell_table",
+    "table2_marks",
+    "MARK_OVER_DROPOUT",
+    "MARK_OVER_FEATIMPUTE",
     "summary_markdown",
 ]
 
 METRICS = ("balanced_accuracy", "sensitivity", "specificity", "precision")
 METRIC_LABELS = {"balanced_accuracy": "BAcc", "sensitivity": "Sens", "specificity": "Spec", "precision": "Prec"}
 METHOD_LABELS = {"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM"}
+MARK_OVER_DROPOUT = "*"
+MARK_OVER_FEATIMPUTE = "⊗"
 RUN_COLUMNS = ("experiment", "method", "condition", "run", "seed", "iterations") + METRICS
 PREDICTION_COLUMNS = ("experiment", "method", "condition", "run", "seed", "id", "y_true", "y_pred", "prob_0", "prob_1", "prob_2")
 
@@ -79,10 +87,32 @@ def write_csv(path, rows: list[dict], columns: Optional[Iterable[str]] = None) -
     write_text_atomic(path, buffer.getvalue())
 
 
-def cell_table(rows: list[dict], metric: str, alpha: float = stats.ALPHA) -> dict:
+def table2_marks(scores: dict, alpha: float = stats.ALPHA) -> dict:
+    """The marks of the paper's Table 2 for one condition: method -> ``"*"`` when it is
+    significantly better than Dropout, ``"⊗"`` when better than FeatImpute, both (``"*⊗"``) or
+    ``""``; each baseline is tested on its own (paired Wilcoxon, :func:`stats.is_better`), and a
+    method is not compared with itself or with a baseline that is missing.
+
+    Args:
+        scores: method name -> scores [n] of the same runs, in the same order.
+        alpha: significance level.
+    """
+    marks = {}
+    for method, values in scores.items():
+        mark = ""
+        for baseline, symbol in (("dropout", MARK_OVER_DROPOUT), ("featimpute", MARK_OVER_FEATIMPUTE)):
+            if method != baseline and baseline in scores and stats.is_better(values, scores[baseline], alpha):
+                mark += symbol
+        marks[method] = mark
+    return marks
+
+
+def cell_table(rows: list[dict], metric: str, alpha: float = stats.ALPHA, marks=None) -> dict:
     """Per (condition, method): mean, 95 % CI and significance marks of ``metric`` over runs.
 
-    Methods are compared on the runs every method of the condition has finished (paired by run).
+    Methods are compared on the runs every method of the condition has finished (paired by run),
+    with ``marks(scores, alpha)`` (default :func:`stats.significance_marks`, Table 1's marks;
+    :func:`table2_marks` for Table 2).
 
     Returns:
         ``{(condition, method): {"mean", "low", "high", "n", "mark"}}``.
@@ -94,10 +124,10 @@ def cell_table(rows: list[dict], metric: str, alpha: float = stats.ALPHA) -> dic
     for condition, methods in by_condition.items():
         shared = sorted(set.intersection(*(set(runs) for runs in methods.values())))
         paired = {m: [runs[r] for r in shared] for m, runs in methods.items()}
-        marks = stats.significance_marks(paired, alpha) if shared else {}
+        found = (marks or stats.significance_marks)(paired, alpha) if shared else {}
         for method, runs in methods.items():
             mean, low, high = stats.mean_ci(list(runs.values()), bounds=stats.METRIC_BOUNDS)
-            table[condition, method] = {"mean": mean, "low": low, "high": high, "n": len(runs), "mark": marks.get(method, "")}
+            table[condition, method] = {"mean": mean, "low": low, "high": high, "n": len(runs), "mark": found.get(method, "")}
     return table
 
 
@@ -145,7 +175,7 @@ def _tables_a(settings: ExperimentSettings, rows: list[dict]) -> str:
 def _tables_b(settings: ExperimentSettings, rows: list[dict]) -> str:
     methods = _methods_in(settings, rows)
     subsets = [s for s in settings.subsets if any(row["condition"] == s for row in rows)]
-    tables = {metric: cell_table(rows, metric) for metric in METRICS}
+    tables = {metric: cell_table(rows, metric, marks=table2_marks) for metric in METRICS}
     ba = tables["balanced_accuracy"]
     completeness = completeness_label(settings.completeness[0])
     parts = [
@@ -173,6 +203,27 @@ def _iterations_text(results: list[dict]) -> str:
     return f"median {np.median(counts):.0f} (range {counts.min()}-{counts.max()})"
 
 
+def cv_cap_hits(results: list[dict]) -> tuple[int, int]:
+    """``(hits, choices)``: how many cross-validated tasks chose the largest step count evaluated
+    (the cap: training longer might have been better), out of the tasks with a CV record."""
+    records = [r["cv"] for r in results if r.get("cv")]
+    hits = sum(1 for cv in records if cv["iterations"] >= max(cv["eval_iterations"]))
+    return hits, len(records)
+
+
+def cv_cap_text(results: list[dict]) -> str:
+    """The summary's sentence on the cap, by method."""
+    hits, total = cv_cap_hits(results)
+    if total == 0:
+        return "no cross-validation finished yet"
+    by_method = []
+    for method in METHOD_LABELS:
+        h, n = cv_cap_hits([r for r in results if r["method"] == method])
+        if n:
+            by_method.append(f"{METHOD_LABELS[method]} {h}/{n}")
+    return f"{hits} of {total} CV choices hit the cap ({', '.join(by_method)})"
+
+
 def summary_markdown(settings: ExperimentSettings, results: list[dict], context: dict) -> str:
     """The ``summary.md`` text.
 
@@ -197,17 +248,23 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         lines += ["No finished runs yet.", ""]
     else:
         lines += [_tables_a(settings, rows) if settings.experiment == "a" else _tables_b(settings, rows), ""]
+    if settings.experiment == "a":
+        legend = (f"`{stats.MARK_STANDARD}` better than Standard, `{stats.MARK_BASELINES}` better than both Dropout and "
+                  "FeatImpute (Table 1's marks)")
+    else:
+        legend = (f"`{MARK_OVER_DROPOUT}` better than Dropout, `{MARK_OVER_FEATIMPUTE}` better than FeatImpute, each "
+                  "tested on its own (the paper's Table 2 marks)")
     lines += [
-        "Cells: mean over runs [95 % confidence interval of the mean, Student t, clipped to [0, 1]]. Marks: paired two-sided "
-        f"Wilcoxon signed-rank test over runs, alpha {stats.ALPHA}: `{stats.MARK_STANDARD}` better than Standard, "
-        f"`{stats.MARK_BASELINES}` better than both Dropout and FeatImpute. Balanced accuracy is the mean recall over "
-        "the three survival classes; sensitivity, specificity and precision are means over the classes.",
+        "Cells: mean over runs [95 % confidence interval of the mean, Student t, clipped to [0, 1]]. Marks: paired "
+        f"two-sided Wilcoxon signed-rank test over runs, alpha {stats.ALPHA}: {legend}. Balanced accuracy is the mean "
+        "recall over the three survival classes; sensitivity, specificity and precision are means over the classes.",
         "",
         "## Settings",
         "",
     ]
     if settings.stop == "cv":
-        stop = f"{settings.cv_folds}-fold cross-validation on the train set, up to {settings.iterations} iterations evaluated every {settings.cv_every}, then retrained on the whole train set"
+        stop = (f"{settings.cv_folds}-fold cross-validation on the train set, up to {settings.iterations} iterations evaluated every "
+                f"{settings.cv_every}, then retrained on the whole train set; {cv_cap_text(results)}")
     else:
         stop = f"fixed, {settings.iterations} iterations"
     devices = sorted({r["device"] for r in results})
@@ -223,6 +280,10 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         ("methods", ", ".join(METHOD_LABELS[m] for m in settings.methods)),
         ("model", f"CBRTiny widths {list(settings.widths)}, kernel {settings.kernel_size}, HAM hidden width {settings.hidden}, HAM schedule {settings.schedule} (n_it {settings.n_it})"),
         ("training", f"batch {settings.batch_size}, lr {settings.lr:g}, augmentation {'on' if settings.augment else 'off'}"),
+        ("normalisation", f"HAM batch norm {settings.ham_norm}; precise-BN recalibration "
+         + ("on (HAM per pattern after training, the baselines per test pattern)" if settings.recalibrate else "off")),
+        ("dropout masking", f"{settings.dropout_mode}" + (f", p {settings.dropout_p:g}" if settings.dropout_mode == "channel" else "")
+         + f", own pattern kept with probability {settings.dropout_keep:g}"),
         ("stopping", stop),
         ("iterations trained", _iterations_text(results) if results else None),
         ("slice size", f"{settings.size} px" if settings.size else "the data's own"),

@@ -126,7 +126,7 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
     from hamfast import data
     from hamfast.experiments.stopping import cross_validate_iterations
     from hamfast.metrics import classification_metrics
-    from hamfast.training import TrainConfig, predict_proba, train
+    from hamfast.training import TrainConfig, calibration_set, predict_proba, train
 
     start = time.perf_counter()
     split_seed = task.seed if settings.split == "per-run" else settings.seed
@@ -136,20 +136,7 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
     train_available = np.asarray(drop(samples.available[train_idx], task.completeness, seed=missing_seed), dtype=bool)
     images, labels = samples.images[train_idx], samples.labels[train_idx]
 
-    config = TrainConfig(
-        task.method,
-        schedule=settings.schedule,
-        iterations=settings.iterations,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        widths=settings.widths,
-        hidden=settings.hidden,
-        kernel_size=settings.kernel_size,
-        seed=task.seed,
-        device=device,
-        augment=settings.augment,
-        n_it=settings.n_it,
-    )
+    config = TrainConfig(task.method, seed=task.seed, device=device, **settings.train_options())
     cv = None
     if settings.stop == "cv":
         cv = cross_validate_iterations(
@@ -157,6 +144,7 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         )
         config.iterations = cv.iterations
     result = train(config, images, train_available, labels)
+    calibration = calibration_set(config, images, train_available)  # the baselines' precise BN per test pattern
 
     evaluations = []
     for subset in settings.subsets:
@@ -166,7 +154,8 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         if cases.size == 0:
             log.warning("no test case has every modality of %s; it is left out", subset)
             continue
-        probs = predict_proba(result.model, samples.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device)
+        probs = predict_proba(result.model, samples.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device,
+                              calibration=calibration)
         y_pred = probs.argmax(1).numpy()
         metrics = classification_metrics(samples.labels[cases], y_pred, num_classes=probs.shape[1])
         evaluations.append(

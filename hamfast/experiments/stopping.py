@@ -8,7 +8,9 @@ the whole train set for that many steps.
 
 Validation samples are shown with the modalities they have in the (incomplete) training data, so
 no modality hidden by the simulated missingness leaks into the choice. Standard, which discards
-incomplete patients altogether, cross-validates on the complete samples only.
+incomplete patients altogether, cross-validates on the complete samples only. With
+``config.recalibrate`` the baselines' batch-norm statistics are recomputed per validation
+pattern on the fold's training part, as at test time (``hamfast.training.calibration_set``).
 """
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ def cross_validate_iterations(config, images, available, labels, *, folds: int, 
     Returns:
         A :class:`CVResult`.
     """
-    from hamfast.training import predict_proba, train
+    from hamfast.training import calibration_set, predict_proba, train
 
     images = np.asarray(images)
     available = np.asarray(available, dtype=bool)
@@ -116,8 +118,10 @@ def cross_validate_iterations(config, images, available, labels, *, folds: int, 
         fit = np.setdiff1d(np.arange(labels.size), val)
         scores = {}
 
-        def evaluate(iteration, model, val=val):
-            probs = predict_proba(model, images[val], available[val], device=config.device)
+        calibration = calibration_set(config, images[fit], available[fit])
+
+        def evaluate(iteration, model, val=val, calibration=calibration):
+            probs = predict_proba(model, images[val], available[val], device=config.device, calibration=calibration)
             scores[iteration] = classification_metrics(labels[val], probs.argmax(1).numpy())["balanced_accuracy"]
 
         train(config, images[fit], available[fit], labels[fit], callback=evaluate, eval_every=eval_every)

@@ -21,7 +21,7 @@ from torch import nn
 
 from hamfast.models.cbrtiny import CBRTiny, CBRTrunk
 from hamfast.models.featimpute import FeatImpute, FeatImputeFeatures
-from hamfast.models.ham import BACKENDS, HAM
+from hamfast.models.ham import BACKENDS, HAM, NORMS
 from hamfast.models.hypernet import HyperNetwork
 from hamfast.models.inputs import min_input_size
 from hamfast.models.pattern_norm import PatternBatchNorm
@@ -31,6 +31,7 @@ METHODS = ("standard", "dropout", "featimpute", "ham")
 __all__ = [
     "METHODS",
     "BACKENDS",
+    "NORMS",
     "CBRTiny",
     "CBRTrunk",
     "FeatImpute",
@@ -52,6 +53,7 @@ def build_model(
     hidden: int = 4,
     kernel_size: int = 5,
     backend: str = "fused",
+    norm: str = "per-pattern",
 ) -> nn.Module:
     """The network of one method.
 
@@ -64,11 +66,12 @@ def build_model(
         kernel_size: CBRTiny conv kernel side.
         backend: HAM's grouped-convolution backend, ``"fused"`` or ``"reference"`` (ignored by the
             other methods).
+        norm: HAM's batch norm, ``"per-pattern"`` or ``"shared"`` (ignored by the other methods).
     """
     if method in ("standard", "dropout"):
         return CBRTiny(in_channels, num_classes, widths, kernel_size)
     if method == "featimpute":
         return FeatImpute(in_channels, num_classes, widths, kernel_size)
     if method == "ham":
-        return HAM(in_channels, num_classes, widths, hidden, kernel_size, backend)
+        return HAM(in_channels, num_classes, widths, hidden, kernel_size, backend, norm)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")

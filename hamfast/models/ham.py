@@ -29,9 +29,10 @@ from hamfast.patterns import code_to_mu, pattern_code
 
 Tensor = torch.Tensor
 
-__all__ = ["HAM", "BACKENDS"]
+__all__ = ["HAM", "BACKENDS", "NORMS"]
 
 BACKENDS = {"fused": ops.grouped_conv2d, "reference": ops.grouped_conv2d_reference}
+NORMS = ("per-pattern", "shared")
 
 HYPER_LAYERS = 4
 # The pattern-dependent part of the initial last-layer weight, relative to the scale of PyTorch's
@@ -71,6 +72,10 @@ class HAM(nn.Module):
         backend: ``"fused"`` runs the convolutions with :func:`hamfast.ops.grouped_conv2d` (the
             compiled op), ``"reference"`` with :func:`hamfast.ops.grouped_conv2d_reference`
             (plain PyTorch, one conv per pattern).
+        norm: ``"per-pattern"`` (default): batch-norm statistics per pattern group in training and
+            per pattern in evaluation; ``"shared"``: one batch norm for every pattern, statistics
+            of the whole batch in training and one running slot (the paper's plain CBRTiny task
+            model; see :class:`~hamfast.models.pattern_norm.PatternBatchNorm`).
 
     ``forward(x: [B, M, H, W], available: bool [B, M]) -> logits [B, num_classes]``; sample b is
     classified by the task model of ``mu = available[b]`` with its absent channels zeroed. Every
@@ -91,10 +96,14 @@ class HAM(nn.Module):
         hidden: int = 4,
         kernel_size: int = 5,
         backend: str = "fused",
+        norm: str = "per-pattern",
     ):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
         template = CBRTiny(in_channels, num_classes, widths, kernel_size)
         self.in_channels = template.in_channels
         self.num_classes = template.num_classes
@@ -106,7 +115,9 @@ class HAM(nn.Module):
         self.hypernet = HyperNetwork(
             self.in_channels, base.numel(), hidden=self.hidden, num_layers=HYPER_LAYERS, base=base, spread=spread
         )
-        self.norms = nn.ModuleList(PatternBatchNorm(w, num_slots=2**self.in_channels) for w in self.widths)
+        self.norms = nn.ModuleList(
+            PatternBatchNorm(w, num_slots=2**self.in_channels, shared=norm == "shared") for w in self.widths
+        )
 
     def generate(self, mu: Tensor) -> dict[str, Tensor]:
         """The task-model parameters of each pattern.
@@ -177,10 +188,11 @@ class HAM(nn.Module):
             params = self.generate(mu[None])
             for name, param in model.named_parameters():
                 param.copy_(params[name][0])
+            slot = 0 if self.norm == "shared" else code
             for block, norm in zip(model.trunk.blocks, self.norms):
                 bn = block[1]
                 bn.eps, bn.momentum = norm.eps, norm.momentum
-                bn.running_mean.copy_(norm.running_mean[code])
-                bn.running_var.copy_(norm.running_var[code])
-                bn.num_batches_tracked.copy_(norm.num_batches_tracked[code])
+                bn.running_mean.copy_(norm.running_mean[slot])
+                bn.running_var.copy_(norm.running_var[slot])
+                bn.num_batches_tracked.copy_(norm.num_batches_tracked[slot])
         return model.train(self.training)

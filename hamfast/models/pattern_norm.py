@@ -4,6 +4,12 @@ In HAM every pattern mu has its own task model, hence its own BatchNorm layers: 
 sample is normalised with the statistics of the samples that share its pattern, and each pattern
 keeps its own running statistics for evaluation. :class:`PatternBatchNorm` does this for a whole
 mixed batch at once, with the affine parameters supplied per group (HAM generates them).
+
+``shared=True`` is the ablation closest to the paper's text, where each task model is a plain
+CBRTiny whose batch norm keeps one set of running statistics: the whole batch is normalised with
+its own statistics (whatever its patterns) and one running-statistics slot serves every pattern.
+With the paper's schedule (one pattern per batch) training is the same in both modes; they differ
+in the statistics used at evaluation.
 """
 from __future__ import annotations
 
@@ -45,9 +51,13 @@ class PatternBatchNorm(nn.Module):
     recompute them, see :meth:`reset_running_stats`). In evaluation the slot's running statistics
     are used.
 
+    With ``shared=True`` every group uses the statistics of the whole batch in training and
+    running slot 0 in evaluation (``slots`` are ignored): one batch norm for every pattern.
+
     Args:
         num_features: C, the channels.
         num_slots: how many patterns keep running statistics (16 for the 4-bit codes of 4 modalities).
+        shared: one set of statistics for all patterns (see above).
         eps: added to the variance.
         momentum: running-statistics update factor; None for a cumulative average.
 
@@ -55,8 +65,11 @@ class PatternBatchNorm(nn.Module):
     ``num_batches_tracked`` int64 [num_slots].
     """
 
-    def __init__(self, num_features: int, num_slots: int = 16, eps: float = 1e-5, momentum: Optional[float] = 0.1):
+    def __init__(
+        self, num_features: int, num_slots: int = 16, eps: float = 1e-5, momentum: Optional[float] = 0.1, shared: bool = False
+    ):
         super().__init__()
+        self.shared = bool(shared)
         if num_features < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features}")
         if num_slots < 1:
@@ -91,7 +104,16 @@ class PatternBatchNorm(nn.Module):
         if slots.shape != (num_groups,):
             raise ValueError(f"slots must be [G] = [{num_groups}], got {tuple(slots.shape)}")
         group = plan.group
-        if self.training:
+        if self.shared:
+            zero = slots.new_zeros(1)
+            if self.training:
+                var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+                values = torch.full((1,), x.shape[0] * x.shape[2] * x.shape[3], device=x.device)
+                self._update_running(zero, mean.detach()[None], var.detach()[None], values)
+                mean, var = mean[None].expand(num_groups, -1), var[None].expand(num_groups, -1)
+            else:
+                mean, var = self.running_mean[zero].expand(num_groups, -1), self.running_var[zero].expand(num_groups, -1)
+        elif self.training:
             mean, var = self._batch_stats(x, plan)
             self._update_running(slots, mean.detach(), var.detach(), plan.counts() * x.shape[2] * x.shape[3])
         else:
@@ -146,4 +168,4 @@ class PatternBatchNorm(nn.Module):
         self.num_batches_tracked[index] = 0
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, num_slots={self.num_slots}, eps={self.eps}, momentum={self.momentum}"
+        return f"{self.num_features}, num_slots={self.num_slots}, eps={self.eps}, momentum={self.momentum}, shared={self.shared}"

@@ -5,7 +5,7 @@
 * building blocks: batch/pattern sampling (:mod:`.sampling`), the loss (:mod:`.losses`) and HAM's
   precise per-pattern batch-norm statistics (:mod:`.recalibrate`).
 """
-from hamfast.training.trainer import SCHEDULES, TrainConfig, TrainResult, build_from_config, predict_proba, train
+from hamfast.training.trainer import SCHEDULES, TrainConfig, TrainResult, build_from_config, calibration_set, predict_proba, train
 from hamfast.training.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "train",
     "build_from_config",
     "predict_proba",
+    "calibration_set",
     "save_checkpoint",
     "load_checkpoint",
     "CHECKPOINT_FORMAT",

@@ -8,7 +8,11 @@ smaller than the batch size).
 
 * :class:`CompleteSampler`: samples with all modalities, shown complete (the Standard baseline).
 * :class:`PerSampleSampler`: every sample draws its own random non-empty pattern within its
-  modalities at every step (channel dropout; HAM's ``mixed`` schedule).
+  modalities at every step (channel dropout; HAM's ``mixed`` schedule). How it draws is the
+  masking distribution (:data:`DROPOUT_MODES`): ``"subset"``, uniform over the non-empty subsets
+  of the sample's modalities; ``"channel"``, each present modality dropped independently with
+  probability ``p`` (redrawn while nothing is left). In both, with probability ``keep`` the sample
+  keeps its own pattern untouched.
 * :class:`PatternSampler`: one random pattern for the whole batch, redrawn every ``n_it`` steps
   among the patterns at least one sample supports; the batch comes from the samples whose
   modalities include it (HAM's ``paper`` schedule with n_it = 10; FeatImpute with n_it = 1).
@@ -21,7 +25,9 @@ from hamfast.patterns import all_patterns, is_subpattern, random_subpatterns
 
 Tensor = torch.Tensor
 
-__all__ = ["CompleteSampler", "PerSampleSampler", "PatternSampler", "make_sampler"]
+__all__ = ["DROPOUT_MODES", "CompleteSampler", "PerSampleSampler", "PatternSampler", "make_sampler", "channel_dropout"]
+
+DROPOUT_MODES = ("subset", "channel")
 
 
 def _draw(pool: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
@@ -60,22 +66,69 @@ class CompleteSampler(_Sampler):
         return index, self.available[index]
 
 
+def channel_dropout(available: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Drop each present modality independently with probability ``p``; rows left empty are redrawn.
+
+    Args:
+        available: bool [B, M], every row non-empty.
+        p: drop probability per present modality, in [0, 1).
+        generator: CPU generator.
+
+    Returns:
+        bool [B, M]: a non-empty subset of each row, distributed as independent drops conditioned
+        on keeping at least one modality.
+    """
+    out = available.clone()
+    redraw = torch.ones(available.shape[0], dtype=torch.bool)
+    while bool(redraw.any()):
+        rows = redraw.nonzero()[:, 0]
+        keep = torch.rand((rows.numel(), available.shape[1]), generator=generator) >= p
+        out[rows] = available[rows] & keep
+        redraw = torch.zeros_like(redraw)
+        redraw[rows] = ~out[rows].any(1)
+    return out
+
+
 class PerSampleSampler(_Sampler):
     """Batches of any samples, each shown with its own random non-empty subset of its modalities.
+
+    Args:
+        available, batch_size, generator: see the module.
+        mode: the masking distribution, ``"subset"`` (uniform over the non-empty subsets) or
+            ``"channel"`` (each present modality dropped with probability ``p``).
+        p: the per-modality drop probability of ``"channel"``, in [0, 1).
+        keep: probability that a sample keeps its own (training) pattern untouched, in [0, 1].
 
     Attributes:
         pool: int64 [n], the samples with at least one modality.
     """
 
-    def __init__(self, available: Tensor, batch_size: int, generator: torch.Generator):
+    def __init__(
+        self, available: Tensor, batch_size: int, generator: torch.Generator, mode: str = "subset", p: float = 0.5, keep: float = 0.0
+    ):
         super().__init__(available, batch_size, generator)
+        if mode not in DROPOUT_MODES:
+            raise ValueError(f"dropout mode must be one of {DROPOUT_MODES}, got {mode!r}")
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout p (drop probability per modality) must lie in [0, 1), got {p}")
+        if not 0 <= keep <= 1:
+            raise ValueError(f"dropout keep (probability of keeping a sample's own pattern) must lie in [0, 1], got {keep}")
+        self.mode, self.p, self.keep = mode, float(p), float(keep)
         self.pool = self.available.any(1).nonzero()[:, 0]
         if self.pool.numel() == 0:
             raise ValueError("no training sample has any modality")
 
     def __call__(self) -> tuple[Tensor, Tensor]:
         index = _draw(self.pool, self.batch_size, self.generator)
-        return index, random_subpatterns(self.available[index], self.generator)
+        own = self.available[index]
+        if self.mode == "subset":
+            mu = random_subpatterns(own, self.generator)
+        else:
+            mu = channel_dropout(own, self.p, self.generator)
+        if self.keep > 0:
+            kept = torch.rand(index.numel(), generator=self.generator) < self.keep
+            mu = torch.where(kept[:, None], own, mu)
+        return index, mu
 
 
 class PatternSampler(_Sampler):
@@ -119,15 +172,25 @@ class PatternSampler(_Sampler):
 
 
 def make_sampler(
-    method: str, schedule: str, available: Tensor, batch_size: int, n_it: int, generator: torch.Generator
+    method: str,
+    schedule: str,
+    available: Tensor,
+    batch_size: int,
+    n_it: int,
+    generator: torch.Generator,
+    *,
+    dropout_mode: str = "subset",
+    dropout_p: float = 0.5,
+    dropout_keep: float = 0.0,
 ) -> _Sampler:
-    """The sampler of a method: standard -> complete, dropout -> per sample, featimpute -> one
-    pattern per batch, ham -> one pattern per ``n_it`` batches (``schedule="paper"``) or per
-    sample (``schedule="mixed"``)."""
+    """The sampler of a method: standard -> complete, dropout -> per sample with the masking
+    distribution ``dropout_mode`` / ``dropout_p`` / ``dropout_keep`` (see :class:`PerSampleSampler`),
+    featimpute -> one pattern per batch, ham -> one pattern per ``n_it`` batches
+    (``schedule="paper"``) or per sample, uniform subsets (``schedule="mixed"``)."""
     if method == "standard":
         return CompleteSampler(available, batch_size, generator)
     if method == "dropout":
-        return PerSampleSampler(available, batch_size, generator)
+        return PerSampleSampler(available, batch_size, generator, mode=dropout_mode, p=dropout_p, keep=dropout_keep)
     if method == "featimpute":
         return PatternSampler(available, batch_size, generator, n_it=1)
     if method == "ham":

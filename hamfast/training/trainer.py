@@ -6,7 +6,10 @@ depends on the method (``hamfast.training.sampling``); in every case a sample is
 modalities it really has:
 
 * ``standard``: complete samples only;
-* ``dropout``: every sample masked with its own random non-empty subset of its modalities;
+* ``dropout``: every sample masked with its own random non-empty subset of its modalities, drawn
+  by ``TrainConfig.dropout_mode`` (each present modality dropped with probability ``dropout_p``
+  by default; ``"subset"``: uniform over the subsets), keeping its own pattern with probability
+  ``dropout_keep``;
 * ``featimpute``: one random pattern per batch, the batch from the samples that have it; the loss
   adds FeatImpute's consistency and domain terms;
 * ``ham``, ``schedule="paper"``: one random pattern for ``n_it`` (10) consecutive batches, each
@@ -14,7 +17,9 @@ modalities it really has:
   the mixed batch in one fused call.
 
 Before each callback and at the end, HAM's per-pattern batch-norm statistics are recomputed with
-the current weights (``hamfast.training.recalibrate``; ``TrainConfig.recalibrate``).
+the current weights (``hamfast.training.recalibrate``; ``TrainConfig.recalibrate``). The baselines
+get the same at prediction: ``predict_proba(..., calibration=calibration_set(config, images,
+available))`` recomputes their batch-norm statistics for each test pattern.
 
 Example::
 
@@ -32,12 +37,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from hamfast.models import BACKENDS, METHODS, HAM, FeatImpute, build_model
+from hamfast.models import BACKENDS, METHODS, NORMS, HAM, FeatImpute, build_model
 from hamfast.models.inputs import mask_missing
 from hamfast.patterns import NUM_MODALITIES
 from hamfast.training.losses import class_weights, focal_loss
-from hamfast.training.recalibrate import recalibrate_pattern_norms
-from hamfast.training.sampling import make_sampler
+from hamfast.training.recalibrate import recalibrate_pattern_norms, recalibrated_copy
+from hamfast.training.sampling import DROPOUT_MODES, make_sampler
 
 Tensor = torch.Tensor
 
@@ -48,6 +53,7 @@ __all__ = [
     "train",
     "build_from_config",
     "predict_proba",
+    "calibration_set",
 ]
 
 SCHEDULES = ("paper", "mixed")
@@ -73,10 +79,19 @@ class TrainConfig:
         backend: HAM's grouped-convolution backend, ``"fused"`` or ``"reference"``.
         num_classes: output classes.
         focal_gamma: focusing parameter of the focal loss.
-        recalibrate: HAM only: recompute every pattern's batch-norm running statistics with the
+        recalibrate: HAM: recompute every pattern's batch-norm running statistics with the
             current weights on the training samples (precise BN,
             :func:`hamfast.training.recalibrate.recalibrate_pattern_norms`) before each callback
-            and at the end; without it, rarely trained patterns keep stale statistics.
+            and at the end; without it, rarely trained patterns keep stale statistics. The
+            baselines: :func:`calibration_set` gives the samples :func:`predict_proba` recomputes
+            their statistics on, per test pattern (None when this is False).
+        ham_norm: HAM's batch norm, ``"per-pattern"`` (statistics per pattern) or ``"shared"``
+            (one batch norm for every pattern, as in the paper's plain task model).
+        dropout_mode: Dropout's masking distribution, ``"channel"`` (each present modality dropped
+            independently with probability ``dropout_p``) or ``"subset"`` (uniform over the
+            non-empty subsets of the sample's modalities).
+        dropout_p: drop probability per modality of ``"channel"``, in [0, 1).
+        dropout_keep: probability that Dropout shows a sample with its own pattern, in [0, 1].
     """
 
     method: str
@@ -95,6 +110,10 @@ class TrainConfig:
     num_classes: int = 3
     focal_gamma: float = 2.0
     recalibrate: bool = True
+    ham_norm: str = "per-pattern"
+    dropout_mode: str = "channel"
+    dropout_p: float = 0.25
+    dropout_keep: float = 0.0
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -109,6 +128,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ham_norm not in NORMS:
+            raise ValueError(f"ham_norm must be one of {NORMS}, got {self.ham_norm!r}")
+        if self.dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {self.dropout_mode!r}")
+        if not 0 <= self.dropout_p < 1:
+            raise ValueError(f"dropout_p must lie in [0, 1), got {self.dropout_p}")
+        if not 0 <= self.dropout_keep <= 1:
+            raise ValueError(f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
 
     def to_dict(self) -> dict:
         """Plain types only (``widths`` as a list), for JSON and checkpoints."""
@@ -153,6 +180,7 @@ def build_from_config(config: TrainConfig) -> nn.Module:
         hidden=config.hidden,
         kernel_size=config.kernel_size,
         backend=config.backend,
+        norm=config.ham_norm,
     )
 
 
@@ -233,7 +261,10 @@ def train(
         raise ValueError(f"eval_every must be a positive int when callback is given, got {eval_every}")
     device = torch.device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = make_sampler(config.method, config.schedule, available, config.batch_size, config.n_it, generator)
+    sampler = make_sampler(
+        config.method, config.schedule, available, config.batch_size, config.n_it, generator,
+        dropout_mode=config.dropout_mode, dropout_p=config.dropout_p, dropout_keep=config.dropout_keep,
+    )
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
     with torch.random.fork_rng(devices=[]):
@@ -288,8 +319,25 @@ def _recalibrate(model: nn.Module, config: TrainConfig, images: Tensor, availabl
     return iteration
 
 
+def calibration_set(config: TrainConfig, images, available):
+    """The training samples a baseline's batch-norm statistics are recomputed on at prediction,
+    ``(images [n, 4, H, W], available bool [n, 4])``, or None.
+
+    None for HAM (``train`` recalibrates it itself) and when ``config.recalibrate`` is off.
+    Standard gets its complete samples only (the ones it trains on), Dropout and FeatImpute every
+    training sample with its training mask.
+    """
+    if not config.recalibrate or config.method == "ham":
+        return None
+    images, available = _as_inputs(images, available)
+    if config.method == "standard":
+        keep = available.all(1)
+        return images[keep], available[keep]
+    return images, available
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, device="cpu") -> Tensor:
+def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, device="cpu", calibration=None) -> Tensor:
     """Class probabilities of every sample, in eval mode without gradients.
 
     Args:
@@ -299,6 +347,11 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
             runs the patterns of a batch together.
         batch_size: samples per forward pass.
         device: where to run.
+        calibration: optional ``(images, available)`` of training samples (:func:`calibration_set`):
+            for a model other than HAM, each distinct test pattern is then predicted by a copy whose
+            batch-norm statistics are recomputed on the calibration samples that have the pattern,
+            masked to it (:func:`hamfast.training.recalibrate.recalibrated_copy`); ``model`` is
+            not changed.
 
     Returns:
         float32 [N, num_classes] on the CPU, rows summing to 1.
@@ -309,10 +362,26 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
     was_training = model.training
     model.to(device).eval()
     try:
-        chunks = [
-            torch.softmax(model(images[i : i + batch_size].to(device), available[i : i + batch_size].to(device)), 1)
-            for i in range(0, images.shape[0], batch_size)
-        ]
+        if calibration is None or isinstance(model, HAM):
+            return _predict(model, images, available, batch_size, device)
+        ref_images, ref_available = _as_inputs(*calibration)
+        out = None
+        patterns, group = torch.unique(available, dim=0, return_inverse=True)
+        for g, mu in enumerate(patterns):
+            rows = (group == g).nonzero()[:, 0]
+            calibrated = recalibrated_copy(model, ref_images, ref_available, mu)
+            probs = _predict(calibrated, images[rows], available[rows], batch_size, device)
+            if out is None:
+                out = probs.new_empty((images.shape[0], probs.shape[1]))
+            out[rows] = probs
+        return out
     finally:
         model.train(was_training)
+
+
+def _predict(model: nn.Module, images: Tensor, available: Tensor, batch_size: int, device) -> Tensor:
+    chunks = [
+        torch.softmax(model(images[i : i + batch_size].to(device), available[i : i + batch_size].to(device)), 1)
+        for i in range(0, images.shape[0], batch_size)
+    ]
     return torch.cat(chunks).float().cpu()
