@@ -197,12 +197,19 @@ def ensure_shared_cxx_runtime(
         log: where the note about a switch goes.
 
     Returns:
-        None if ``compiler`` is fine, else the (CC, CXX) now in use.
+        None if ``compiler`` is fine (or cannot be probed, which is logged), else the (CC, CXX) now
+        in use.
 
     Raises:
         ToolchainError: one line saying what is wrong and what to set.
     """
-    problem = cxx_runtime_problem(probe_compiler(compiler))
+    try:
+        problem = cxx_runtime_problem(probe_compiler(compiler))
+    except ToolchainError as exc:
+        # Not a verdict on the real build (which may compile differently): setup.py checks the
+        # library it builds in any case.
+        log(f"hamfast: could not probe the C++ toolchain ({exc}); the built library will be checked instead")
+        return None
     if problem is None:
         return None
     current = compiler_name(compiler)

@@ -81,7 +81,7 @@ def make_group_plan(group: Tensor, num_groups: int, *, validate: bool = True) ->
         raise ValueError(f"num_groups must be >= 1, got {num_groups}")
     group = group.long()
     if validate and group.numel() > 0 and not torch.compiler.is_compiling():
-        low, high = int(group.min()), int(group.max())
+        low, high = torch.stack([group.min(), group.max()]).tolist()  # one sync on CUDA, not two
         if low < 0 or high >= num_groups:
             raise IndexError(
                 f"group ids must lie in [0, {num_groups}) (weight has G={num_groups}), got values in [{low}, {high}]"

@@ -97,7 +97,7 @@ def tolerance(dtype, device, tf32=False, reference=None):
     if device == "cpu":
         return dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     rel = RELATIVE_TOLERANCE[precision_used(dtype, device, tf32)]
-    scale = float(reference.abs().max()) if reference is not None and reference.numel() else 1.0
+    scale = float(reference.detach().abs().max()) if reference is not None and reference.numel() else 1.0
     return dict(rtol=rel, atol=rel * max(scale, 1.0))
 
 
