@@ -223,6 +223,10 @@ def test_huge_size_is_refused_before_reading(tmp_path, capsys, no_work):
     argv = _train_argv(root, tmp_path / "m.pt") + ["--size", "100000", "--cache", str(tmp_path / "c")]
     assert cli.main(argv) == 2
     assert "reading 3 cases at --size 100000 and training with --batch-size 16 needs about" in _error(capsys)
+    argv = ["experiment", "a", "--data", str(root), "--out", str(tmp_path / "o"), "--size", "100000", "--cache",
+            str(tmp_path / "c"), "--device", "cpu", "-q"]
+    assert cli.main(argv) == 2
+    assert "reading 3 cases at --size 100000 needs about 447.0 GiB but" in _error(capsys)  # 4 * 3 * 4 * 1e10 bytes
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
