@@ -45,7 +45,7 @@ from hamfast.checks import (
     resolve_device,
     training_memory,
 )
-from hamfast.files import check_output_dir, check_output_file, write_json_atomic
+from hamfast.files import check_output_dir, check_output_file, lock_folder, write_json_atomic
 from hamfast.experiments.runner import subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
@@ -588,13 +588,16 @@ def _cmd_demo(args) -> int:
     out = check_output_dir(args.out, "--out")
     settings = make_settings("a", "quick", **dict(DEMO_OVERRIDES, runs=args.runs))
     root = out / "synthetic_brats"
-    if is_brats_root(root):
-        log.info("reusing the synthetic cohort in %s", root)
-    else:
-        log.info("writing %d synthetic cases to %s", args.cases, root)
-    make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
-    outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
-                        cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo", wait=args.wait)
+    # The whole folder, so a second demo stops before it writes the cohort too.
+    with lock_folder(out, command="hamfast " + shlex.join(args.argv), wait=args.wait,
+                     on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting", out, holder)):
+        if is_brats_root(root):
+            log.info("reusing the synthetic cohort in %s", root)
+        else:
+            log.info("writing %d synthetic cases to %s", args.cases, root)
+        make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
+        outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
+                            cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo")
     summary = outcome["summary"]
     print(summary[: summary.index("### Table 1b")].rstrip() if "### Table 1b" in summary else summary)
     print()
