@@ -46,7 +46,7 @@ from hamfast.checks import (
     training_memory,
 )
 from hamfast.files import check_output_dir, check_output_file, lock_folder, write_json_atomic
-from hamfast.experiments.runner import subset_mask
+from hamfast.experiments.runner import WorkerDied, subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
@@ -332,7 +332,7 @@ def _expected_error(exc: BaseException) -> Optional[str]:
             return _one_line(str(exc))
         names = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
         return f"{names}: {exc.strerror or exc}"
-    if isinstance(exc, (CommandError, ValueError)):  # ValueError includes the data reader's and the checkpoint's
+    if isinstance(exc, (CommandError, ValueError, WorkerDied)):  # ValueError: the data reader's, the checkpoint's, ...
         return _one_line(str(exc))
     return None
 
