@@ -46,8 +46,8 @@ from hamfast.checks import (
     training_memory,
 )
 from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL
-from hamfast.files import check_output_dir, check_output_file, write_json_atomic
-from hamfast.experiments.runner import subset_mask
+from hamfast.files import check_output_dir, check_output_file, lock_folder, write_json_atomic
+from hamfast.experiments.runner import WorkerDied, subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
@@ -296,8 +296,9 @@ def _add_demo_parser(sub) -> None:
     widths = " ".join(map(str, demo["widths"]))
     p = _add(sub, "demo", "synthetic cohort + reduced Experiment A, in a few minutes on a CPU",
              "On a fresh machine: write the synthetic cohort, run a reduced Experiment A (every method, completeness "
-             f"100/75/50/25 %, the quick preset made smaller: widths {widths}, {demo['iterations']} iterations), print "
-             "Table 1a and write the plots into OUT/experiment_a. Rerunning resumes.")
+             f"100/75/50/25 %, the quick preset made smaller: widths {widths}, {demo['size']} px slices, "
+             f"{demo['kernel_size']}x{demo['kernel_size']} kernels, {demo['iterations']} iterations, no augmentation), print "
+             "Table 1a and write the plots into OUT/experiment_a. Rerunning reuses the cohort and the finished tasks.")
     p.add_argument("--out", type=Path, default=DEFAULT_DEMO_OUT, help="output folder")
     p.add_argument("--runs", type=_positive_int, default=demo["runs"], help="runs")
     p.add_argument("--jobs", type=_positive_int, default=2, help="parallel worker processes")
@@ -396,7 +397,7 @@ def _expected_error(exc: BaseException) -> Optional[str]:
             return _one_line(str(exc))
         names = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
         return f"{names}: {exc.strerror or exc}"
-    if isinstance(exc, (CommandError, ValueError)):  # ValueError includes the data reader's and the checkpoint's
+    if isinstance(exc, (CommandError, ValueError, WorkerDied)):  # ValueError: the data reader's, the checkpoint's, ...
         return _one_line(str(exc))
     return None
 
@@ -664,13 +665,16 @@ def _cmd_demo(args) -> int:
     out = check_output_dir(args.out, "--out")
     settings = make_settings("a", "quick", **dict(DEMO_OVERRIDES, runs=args.runs))
     root = out / "synthetic_brats"
-    if is_brats_root(root):
-        log.info("reusing the synthetic cohort in %s", root)
-    else:
-        log.info("writing %d synthetic cases to %s", args.cases, root)
-    make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
-    outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
-                        cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo", wait=args.wait)
+    # The whole folder, so a second demo stops before it writes the cohort too.
+    with lock_folder(out, command="hamfast " + shlex.join(args.argv), wait=args.wait,
+                     on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting", out, holder)):
+        if is_brats_root(root):
+            log.info("reusing the synthetic cohort in %s", root)
+        else:
+            log.info("writing %d synthetic cases to %s", args.cases, root)
+        make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
+        outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
+                            cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo")
     summary = outcome["summary"]
     print(summary[: summary.index("### Table 1b")].rstrip() if "### Table 1b" in summary else summary)
     print()

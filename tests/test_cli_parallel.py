@@ -168,6 +168,15 @@ def test_a_second_run_into_a_locked_folder_refuses_naming_the_holder(tmp_path, c
     assert lock_holder(out) is not None  # the holder's record stays for the next reader
 
 
+def test_a_second_demo_refuses_before_writing_its_cohort(tmp_path, capsys, monkeypatch):
+    import hamfast.data
+
+    monkeypatch.setattr(hamfast.data, "make_synthetic_brats", lambda *a, **k: pytest.fail("wrote a cohort"))
+    with lock_folder(tmp_path, command="hamfast demo"):
+        assert cli.main(["demo", "--out", str(tmp_path), "--device", "cpu", "-q"]) == 2
+    assert f"--out {tmp_path} is in use by pid {os.getpid()}" in capsys.readouterr().err
+
+
 def test_lock_waits_when_asked_and_is_free_after_the_holder(tmp_path):
     held, seen = threading.Event(), []
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hamfast import checks, cli, files
+from hamfast.experiments.runner import WorkerDied
 from hamfast.training import TrainConfig, save_checkpoint
 from hamfast.training.checkpoints import CheckpointError, load_checkpoint
 from hamfast.training.trainer import build_from_config
@@ -223,6 +224,10 @@ def test_huge_size_is_refused_before_reading(tmp_path, capsys, no_work):
     argv = _train_argv(root, tmp_path / "m.pt") + ["--size", "100000", "--cache", str(tmp_path / "c")]
     assert cli.main(argv) == 2
     assert "reading 3 cases at --size 100000 and training with --batch-size 16 needs about" in _error(capsys)
+    argv = ["experiment", "a", "--data", str(root), "--out", str(tmp_path / "o"), "--size", "100000", "--cache",
+            str(tmp_path / "c"), "--device", "cpu", "-q"]
+    assert cli.main(argv) == 2
+    assert "reading 3 cases at --size 100000 needs about 447.0 GiB but" in _error(capsys)  # 4 * 3 * 4 * 1e10 bytes
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
@@ -320,6 +325,8 @@ def _failing(monkeypatch, exc):
     (ValueError("first line\nsecond line"), 2, "error: first line second line"),
     (MemoryError(), 2, "error: out of memory; use a smaller --size"),
     (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"), 2, "out of memory"),
+    (WorkerDied("worker process 7 ended with exit code -9"), 2,
+     "error: worker process 7 ended with exit code -9"),
     (TypeError("unsupported operand"), 1, "internal error: TypeError: unsupported operand (a bug in hamfast: rerun with -v"),
 ])
 def test_main_turns_failures_into_one_line(exc, code, message, monkeypatch, capsys):

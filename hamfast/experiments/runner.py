@@ -11,7 +11,10 @@ the tasks already there, so an interrupted experiment loses only the tasks in pr
 more runs adds them. ``OUT/experiment.json`` holds the settings; rerunning with settings that
 would change results is refused. ``jobs > 1`` runs tasks in that many worker processes (each with
 ``cpu_count // jobs`` torch threads; with several GPUs visible and ``device="cuda"``, worker i uses
-GPU ``i mod count``).
+GPU ``i mod count``). On Ctrl-C or an error the workers are terminated at once, every result that
+arrived is written, and :class:`ExperimentInterrupted` says how many tasks are finished; workers
+also die with their parent when it is killed (see ``_die_with_parent``). Two runs into one folder
+are kept apart by :func:`hamfast.files.lock_folder`, taken by ``hamfast.experiments.study.run_study``.
 """
 from __future__ import annotations
 

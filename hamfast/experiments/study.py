@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hamfast.checks import check_memory, check_network_fits, training_memory
+from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_brats_cases, training_memory
 from hamfast.experiments.config import ExperimentSettings
 from hamfast.files import check_output_dir, lock_folder, write_text_atomic
 from hamfast.experiments.plots import write_plots
@@ -89,6 +89,9 @@ def run_study(
     out = check_output_dir(out, "--out")
     if settings.size is not None:
         check_network_fits(settings.size, settings.widths, settings.kernel_size)
+        if is_brats_root(data):  # reading it at that size must fit, before it is read
+            cases = count_brats_cases(data)
+            check_memory(cohort_memory(cases, settings.size), f"reading {cases} cases at --size {settings.size}")
     with lock_folder(out, command=command, wait=wait,
                      on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
         return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start)
