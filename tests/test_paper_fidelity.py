@@ -256,10 +256,12 @@ def test_paper_preset_is_the_protocol():
     assert make_settings("a", "quick").split == "per-run"
     for preset in PRESETS.values():
         assert preset["ham_norm"] == "per-pattern" and preset["recalibrate"] is True
-    with pytest.raises(ValueError, match="slices are 71x71 px.*at least 91x91.*--size"):
-        paper.check_input_size(71, 71, data="--data x")
-    paper.check_input_size(128, 128)
-    with pytest.raises(ValueError, match="size 64 px is below the 91 px"):
+    from hamfast.checks import check_network_fits
+
+    with pytest.raises(ValueError, match="71x71 px slices are too small.*at least 91x91.*--size"):
+        check_network_fits(71, paper.widths, paper.kernel_size, option="--data x")
+    check_network_fits(128, paper.widths, paper.kernel_size)
+    with pytest.raises(ValueError, match="--size: 64x64 px slices are too small"):
         make_settings("a", "paper", size=64)
     quick = make_settings("b", "quick", ham_norm="shared", recalibrate=False, dropout_mode="subset", dropout_keep=0.5)
     options = quick.train_options()

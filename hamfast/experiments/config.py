@@ -35,7 +35,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from hamfast.models import METHODS, min_input_size
+from hamfast.checks import check_network_fits
+from hamfast.models import METHODS
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
 __all__ = [
@@ -181,9 +182,8 @@ class ExperimentSettings:
         _check(0 <= self.dropout_p < 1, f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         _check(0 <= self.dropout_keep <= 1, f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
         self.recalibrate = bool(self.recalibrate)
-        smallest = min_input_size(len(self.widths), self.kernel_size)
-        _check(self.size is None or self.size >= smallest,
-               f"size {self.size} px is below the {smallest} px that {len(self.widths)} blocks of {self.kernel_size}x{self.kernel_size} conv need")
+        if self.size is not None:
+            check_network_fits(self.size, self.widths, self.kernel_size)
 
     def conditions(self) -> tuple[str, ...]:
         """The table columns/rows: completeness labels (A) or subset names (B)."""
@@ -194,17 +194,6 @@ class ExperimentSettings:
     def to_dict(self) -> dict:
         """Plain JSON types (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def check_input_size(self, height: int, width: int, data="the data") -> None:
-        """Raise a one-line ValueError unless slices of ``height`` x ``width`` px fit the model
-        (call it before any worker starts)."""
-        smallest = min_input_size(len(self.widths), self.kernel_size)
-        if min(height, width) < smallest:
-            raise ValueError(
-                f"{data}: slices are {height}x{width} px, but CBRTiny with {len(self.widths)} blocks of "
-                f"{self.kernel_size}x{self.kernel_size} conv needs at least {smallest}x{smallest}; "
-                f"use --size {max(smallest, 96)} (resize) or a larger cohort"
-            )
 
     def train_options(self) -> dict:
         """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed, device)."""

@@ -100,7 +100,6 @@ def run_study(
 def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start) -> dict:
     size = {} if settings.size is None else {"size": settings.size}  # None: a cache of any size will do
     cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
-    settings.check_input_size(*cohort.images.shape[2:], data=f"--data {data}")
     if len(cohort) <= settings.test_size:
         raise ValueError(f"--data {data}: {len(cohort)} cases cannot hold a test set of {settings.test_size} plus training cases")
     side = int(min(cohort.images.shape[2:]))
