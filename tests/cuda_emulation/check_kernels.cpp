@@ -4,12 +4,18 @@
 // TF32 / float64, [-5, 5] for bf16 / f16) so that every product and sum is exact in the fp32
 // accumulators; the result is then rounded once to the output type, as the kernels do.
 // Usage: check_kernels            all cases; exit status = number of failed comparisons
+//        check_kernels N          case N only
 //        check_kernels malformed  malformed plans (build with -fsanitize=address): must not crash
+//        check_kernels convert IN OUT   the float -> bf16 / f16 conversions, for comparison with torch
+//        check_kernels dispatch SM_MAJOR SM_COUNT   the dispatcher's choices for CBRTiny layers
 // The test compiles this with -DKERNELS_SOURCE pointing at the .cu with its launches rewritten.
 #include KERNELS_SOURCE
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+
+#include "dispatch.h"
 #include <random>
 #include <string>
 #include <vector>
@@ -191,10 +197,11 @@ void run_malformed(bool tensor_core) {
       {0, 7, 2, 9, 5}, {-4, 3, 1, 100, -2}, {3, 3, 3, 3, 3}, {0, 5, 5, 5, 99}, {5, 0, 0, 0, 5}};
   const std::vector<std::vector<int64_t>> orders = {
       {0, 1, 2, 3, 4}, {-1, 5, 1000000, 2, -7}, {4, 4, 4, 4, 4}, {INT64_MIN, INT64_MAX, 0, 1, 2}};
-  for (const auto& off : offsets)
-    for (const auto& ord : orders)
-      for (TileShape tile : {TileShape::k128x128, TileShape::k64x64}) {
-        const KernelChoice choice{tensor_core, tile, 2};
+  for (size_t i = 0; i < offsets.size() + 1; ++i) {
+    const auto& off = offsets[i % offsets.size()];
+    const auto& ord = orders[i % orders.size()];
+    {
+      const KernelChoice choice{tensor_core, i % 2 ? TileShape::k128x128 : TileShape::k64x64, 2};
         std::vector<T> x(size_t(B) * H * W * Cin, from_int<T>(1)), w(size_t(G) * Cout * K * K * Cin, from_int<T>(1)),
             bias(size_t(G) * Cout, from_int<T>(1)), dy(size_t(B) * OH * OW * Cout, from_int<T>(1)), out(dy.size()),
             gx(x.size()), gw(w.size());
@@ -209,13 +216,56 @@ void run_malformed(bool tensor_core) {
                                                      choice, nullptr);
         if (st) ++failures;
       }
+  }
   std::printf("ok   malformed plans %s %s: no access outside the buffers\n", sizeof(T) == 2 ? "16-bit" : "float",
               tensor_core ? "tensor-core" : "simt");
 }
 
 }  // namespace
 
+// float32 bit patterns (file `in`) -> bf16 and f16 bits of the kernels' conversions (file `out`,
+// two uint16 per input), for the comparison with torch's rounding in the test.
+int convert(const char* in, const char* out) {
+  FILE* f = std::fopen(in, "rb");
+  if (!f) return 1;
+  std::vector<uint32_t> bits;
+  uint32_t u;
+  while (std::fread(&u, 4, 1, f) == 1) bits.push_back(u);
+  std::fclose(f);
+  std::vector<uint16_t> res;
+  for (uint32_t b : bits) {
+    const float v = bits_float(b);
+    res.push_back(float_to_bf16(v).bits);
+    res.push_back(float_to_f16(v).bits);
+  }
+  f = std::fopen(out, "wb");
+  std::fwrite(res.data(), 2, res.size(), f);
+  std::fclose(f);
+  return 0;
+}
+
+// The dispatcher's decisions for the CBRTiny layers (128 px, G = 15) on a described device, one
+// line per pass: "<dtype> <Cin> <Cout> <B> <pass>: <description> | <why>".
+int print_dispatch(int sm_major, int sm_count) {
+  const DeviceInfo dev{sm_major, 0, sm_count, "emulated"};
+  const int layers[4][3] = {{4, 64, 128}, {64, 128, 61}, {128, 256, 28}, {256, 512, 11}};
+  const Precision precisions[] = {Precision::kFloat64, Precision::kFloat32, Precision::kTF32, Precision::kBFloat16,
+                                  Precision::kFloat16};
+  for (Precision prec : precisions)
+    for (const auto& l : layers)
+      for (int batch : {16, 256})
+        for (PassKind pass : {PassKind::kForward, PassKind::kGradInput, PassKind::kGradWeight}) {
+          const ConvShape s{batch, l[0], l[2], l[2], 15, l[1], 5, 5, 1, 0, l[2] - 4, l[2] - 4};
+          const Decision d = choose(pass, prec, s, dev);
+          std::printf("%d %d %d %d %s: %s | %s\n", int(prec), l[0], l[1], batch, pass_name(pass),
+                      describe(d, prec).c_str(), d.why.c_str());
+        }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 3 && std::string(argv[1]) == "dispatch") return print_dispatch(std::atoi(argv[2]), std::atoi(argv[3]));
+  if (argc > 3 && std::string(argv[1]) == "convert") return convert(argv[2], argv[3]);
   if (argc > 1 && std::string(argv[1]) == "malformed") {
     run_malformed<float>(true);
     run_malformed<float>(false);

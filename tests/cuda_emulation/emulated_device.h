@@ -13,7 +13,9 @@ struct EmuWarpExchange {
   double a[16][16];  // [row][k]
   double b[16][8];   // [k][column]
 };
-inline EmuWarpExchange g_warp_exchange[64];
+// Two buffers per warp, alternating per mma: a lane can only write buffer p again after the
+// barrier of the next mma, which every lane reaches only after reading buffer p. One barrier per mma.
+inline EmuWarpExchange g_warp_exchange[64][2];
 
 // The tensor core reads only the 19 high bits of a .tf32 operand.
 inline double emu_tf32_value(uint32_t bits) {
@@ -46,12 +48,12 @@ inline void emu_mma_finish(float d[4], EmuWarpExchange& x, int g, int t) {
     for (int k = 0; k < K; ++k) sum += x.a[row][k] * x.b[k][col];
     d[i] = float(sum);
   }
-  emu_warp_sync();  // nobody overwrites the buffer while others still read it
+  emu_mma_parity() ^= 1u;
 }
 
 inline void emu_mma_tf32_m16n8k8(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  EmuWarpExchange& x = g_warp_exchange[threadIdx.x / 32];
+  EmuWarpExchange& x = g_warp_exchange[threadIdx.x / 32][emu_mma_parity()];
   x.a[g][t] = emu_tf32_value(a[0]);
   x.a[g + 8][t] = emu_tf32_value(a[1]);
   x.a[g][t + 4] = emu_tf32_value(a[2]);
@@ -65,7 +67,7 @@ inline void emu_mma_tf32_m16n8k8(float d[4], const uint32_t a[4], const uint32_t
 // B: register j holds (k = 2t + 8j + h, column g).
 inline void emu_mma_16bit_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], bool bf16) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  EmuWarpExchange& x = g_warp_exchange[threadIdx.x / 32];
+  EmuWarpExchange& x = g_warp_exchange[threadIdx.x / 32][emu_mma_parity()];
   auto value = [bf16](uint32_t half) { return bf16 ? emu_bf16_value(half) : emu_f16_value(half); };
   for (int i = 0; i < 4; ++i)
     for (int h = 0; h < 2; ++h) x.a[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + h] = value((a[i] >> (16 * h)) & 0xffffu);
