@@ -87,7 +87,7 @@ template <typename T, bool kKContig, int kRows, int kBK>
 struct SmemTile {
   static constexpr int kLd = kKContig ? kBK + 16 / int(sizeof(T)) : kRows + 32 / int(sizeof(T));
   static constexpr int kSize = kKContig ? kRows * kLd : kBK * kLd;
-  static constexpr bool kContigK = kKContig;
+  __host__ __device__ static constexpr bool contig_k() { return kKContig; }
   __device__ static int at(int mn, int k) { return kKContig ? mn * kLd + k : k * kLd + mn; }
 };
 
@@ -384,7 +384,7 @@ struct CtaOf<GradWeightPass<T>> {
 
 template <typename T, typename Tile>
 __device__ inline uint32_t load_pair(const T* s, int mn, int k) {  // elements k, k + 1 -> low, high half
-  if constexpr (Tile::kContigK) {  // adjacent in shared memory, 4-byte aligned (k even, rows even)
+  if constexpr (Tile::contig_k()) {  // adjacent in shared memory, 4-byte aligned (k even, rows even)
 #if defined(__CUDA_ARCH__)
     return *reinterpret_cast<const uint32_t*>(s + Tile::at(mn, k));
 #else
