@@ -123,6 +123,8 @@ def entry_line(r: dict) -> str:
 
 
 def write_table(path: Path, results: list[dict]) -> None:
+    if not results:
+        raise SystemExit("no timings to write (every candidate failed?)")
     text = path.read_text()
     begin, end = "// BEGIN TUNED ENTRIES (generated; one line per entry)\n", "// END TUNED ENTRIES"
     if begin not in text or end not in text:

@@ -83,6 +83,15 @@ Decision heuristic(PassKind pass, Precision precision, const ConvShape& s, const
 
 }  // namespace
 
+const char* tile_name(TileShape tile) {
+  switch (tile) {
+    case TileShape::k128x128: return "128x128";
+    case TileShape::k128x64: return "128x64";
+    case TileShape::k64x64: return "64x64";
+  }
+  return "?";
+}
+
 const char* pass_name(PassKind pass) {
   switch (pass) {
     case PassKind::kForward: return "forward";

@@ -43,15 +43,6 @@
 namespace hamfast {
 namespace cuda {
 
-const char* tile_name(TileShape tile) {
-  switch (tile) {
-    case TileShape::k128x128: return "128x128";
-    case TileShape::k128x64: return "128x64";
-    case TileShape::k64x64: return "64x64";
-  }
-  return "?";
-}
-
 namespace {
 
 constexpr int kThreads = 256;

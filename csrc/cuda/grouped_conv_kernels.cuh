@@ -45,7 +45,7 @@ struct KernelChoice {
   int split_k;
 };
 
-const char* tile_name(TileShape tile);
+const char* tile_name(TileShape tile);  // "128x128", ...; defined in dispatch.cpp
 
 // out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias ([G, Cout]) may be null.
 template <typename T>
