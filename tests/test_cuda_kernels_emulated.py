@@ -1,36 +1,126 @@
-"""The CUDA kernels' index logic, checked on a machine without a GPU.
+"""The CUDA kernels, checked on a machine without a GPU.
 
-csrc/cuda/grouped_conv_kernels.cu is compiled as host C++ against tests/cuda_emulation/cuda_runtime.h
-(real threads per block, a barrier for __syncthreads), its launches rewritten into host calls, and
-run in float64 against direct convolution loops. This proves the tiling, the tile-to-group map and
-the three passes' indexing; it says nothing about speed or GPU-specific behaviour, which the CUDA
-tests in test_ops.py cover on a GPU.
+csrc/cuda/grouped_conv_kernels.cu is compiled as host C++ against tests/cuda_emulation (each CUDA
+thread a fiber, barriers for __syncthreads and per warp, host models of mma.sync written from the
+PTX ISA's fragment layouts), its launches rewritten into host calls. check_kernels.cpp then runs
+all three passes on every precision path (float64 and float32 SIMT, TF32, bf16, f16 tensor cores)
+with small-integer inputs, so every sum is exact, and compares BITWISE with direct convolution
+loops. This proves tiling, the tile-to-group map, the operand iterators, the mma fragment indexing,
+split-K and the output layouts; it says nothing about speed or real-hardware behaviour (timing,
+memory ordering of cp.async), which the CUDA tests in test_ops.py cover on a GPU.
 """
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
-LAUNCH = re.compile(r"^(\s*)(\w+<[^;]*>)<<<([^,]*), ([^,]*), 0, stream>>>\((.*)\);$", re.MULTILINE)
+# kernel<...><<<grid, block, shared_bytes, stream>>>(args);  ->  emu_launch(grid, block, shared_bytes, [&] { kernel<...>(args); });
+LAUNCH = re.compile(r"(\w+(?:<[^;<>]*>)?)<<<([^,]+), ([^,]+), ([^,]+), ([^>]+)>>>\(([^;]*)\);", re.S)
+CASES = 8  # in check_kernels.cpp
+PATHS = 5  # float64, float32, tf32, bf16, f16
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")
-def test_cuda_kernels_match_direct_convolution_on_host(tmp_path):
+def build(tmp: Path, name: str, *flags: str) -> Path:
     source = (ROOT / "csrc" / "cuda" / "grouped_conv_kernels.cu").read_text()
-    host_source, launches = LAUNCH.subn(r"\1emu_launch(\3, \4, [&] { \2(\5); });", source)
-    assert launches == 2, "expected the forward/grad-input and grad-weight launches"
-    (tmp_path / "kernels_host.cpp").write_text(host_source)
-    binary = tmp_path / "check_kernels"
+    host_source, launches = LAUNCH.subn(r"emu_launch(\2, \3, \4, [&] { \1(\6); });", source)
+    assert launches == 2, "expected the GEMM and the grad-weight reduce launches"
+    (tmp / "kernels_host.cpp").write_text(host_source)
+    binary = tmp / name
     subprocess.run(
-        ["g++", "-std=c++20", "-O1", "-pthread", f"-I{EMULATION}", f"-I{ROOT / 'csrc' / 'cuda'}",
-         f'-DKERNELS_SOURCE="{tmp_path / "kernels_host.cpp"}"', str(EMULATION / "check_kernels.cpp"), "-o", str(binary)],
+        ["g++", "-std=c++20", "-O1", "-Wno-subobject-linkage", "-DHAMFAST_CUDA_EMULATION", f"-I{EMULATION}",
+         f"-I{ROOT / 'csrc' / 'cuda'}", f'-DKERNELS_SOURCE="{tmp / "kernels_host.cpp"}"',
+         str(EMULATION / "check_kernels.cpp"), str(ROOT / "csrc" / "cuda" / "dispatch.cpp"), "-o", str(binary), *flags],
         check=True, capture_output=True, text=True,
     )
-    result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("emulation"), "check_kernels")
+
+
+@needs_gxx
+def test_all_passes_and_precisions_match_direct_convolution_bitwise(checker):
+    result = subprocess.run([str(checker)], capture_output=True, text=True, timeout=900)
     print(result.stdout)
-    assert result.returncode == 0, result.stdout
-    assert result.stdout.count("ok  ") == 21
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Per case and path: forward, grad-input, grad-weight, and grad-weight again (bitwise reproducible).
+    assert result.stdout.count("ok   ") == CASES * PATHS * 4
+
+
+@needs_gxx
+def test_16bit_conversions_round_like_torch(checker, tmp_path):
+    rng = np.random.default_rng(0)
+    edge = np.array([0.0, -0.0, 1.0, 65504.0, 65519.99, 65520.0, 1e30, -1e30, 2.0**-14, 2.0**-24, 2.0**-25,
+                     1.5 * 2.0**-25, 3.0 * 2.0**-26, 2.0**-126, 1e-45, np.inf, -np.inf], dtype=np.float32)
+    ties = (np.arange(1, 2000, dtype=np.uint32) << 13 | 0x1000).view(np.float32)  # exact f16 ties
+    values = np.concatenate([edge, ties, rng.standard_normal(20000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 20000),
+                             rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)])
+    values = values.astype(np.float32)
+    values = values[~np.isnan(values)]  # NaN payloads differ between implementations; both stay NaN
+    (tmp_path / "in.bin").write_bytes(values.tobytes())
+    subprocess.run([str(checker), "convert", str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+    got = np.frombuffer((tmp_path / "out.bin").read_bytes(), dtype=np.uint16).reshape(-1, 2)
+    t = torch.from_numpy(values)
+    bf16 = t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    f16 = t.to(torch.float16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(got[:, 0], bf16), np.flatnonzero(got[:, 0] != bf16)[:5]
+    assert np.array_equal(got[:, 1], f16), np.flatnonzero(got[:, 1] != f16)[:5]
+
+
+@needs_gxx
+def test_malformed_plans_never_touch_memory_outside_the_tensors(tmp_path):
+    """Offsets out of range or decreasing, order entries out of range or repeated (issue 9): under
+    AddressSanitizer any read or write outside the buffers would abort the run."""
+    probe = tmp_path / "probe.cpp"
+    probe.write_text("int main() { return 0; }\n")
+    if subprocess.run(["g++", "-fsanitize=address", str(probe), "-o", str(tmp_path / "probe")]).returncode != 0:
+        pytest.skip("g++ cannot link with AddressSanitizer here (no libasan)")
+    binary = build(tmp_path, "check_kernels_asan", "-fsanitize=address", "-fno-omit-frame-pointer")
+    result = subprocess.run([str(binary), "malformed"], capture_output=True, text=True, timeout=900)
+    print(result.stdout, result.stderr[-3000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("ok   malformed") == 3
+
+
+def dispatch_lines(checker, sm_major: int, sm_count: int, env=None) -> dict[tuple, str]:
+    out = subprocess.run([str(checker), "dispatch", str(sm_major), str(sm_count)], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    lines = {}
+    for line in out.splitlines():  # "<precision> <Cin> <Cout> <B> <pass>: <description> | <why>"
+        head, rest = line.split(": ", 1)
+        precision, cin, cout, batch, pass_name = head.split()
+        lines[(int(precision), int(cin), int(cout), int(batch), pass_name)] = rest
+    return lines
+
+
+@needs_gxx
+def test_dispatcher_picks_a_path_every_device_can_run(checker):
+    """Without a tuned table: tensor cores on sm_80+, SIMT for float64 / exact float32 / pre-sm_80
+    TF32, cuDNN for 16-bit inputs before sm_80 (there is no 16-bit SIMT kernel)."""
+    FLOAT64, FLOAT32, TF32, BF16, F16 = range(5)
+    hopper = dispatch_lines(checker, 9, 132)
+    assert len(hopper) == 5 * 4 * 2 * 3
+    for (precision, cin, cout, batch, pass_name), text in hopper.items():
+        assert "no tuned table entry" in text
+        if precision in (FLOAT64, FLOAT32):
+            assert text.startswith("custom SIMT kernel"), text
+        else:
+            assert text.startswith("custom tensor-core kernel (mma.sync), tile "), text
+    assert "split-K" in hopper[(TF32, 4, 64, 16, "grad-weight")]  # 30 output tiles for 132 SMs
+    turing = dispatch_lines(checker, 7, 40)
+    assert turing[(TF32, 64, 128, 16, "forward")].startswith("custom SIMT kernel")
+    assert turing[(BF16, 64, 128, 16, "forward")].startswith("cuDNN, one convolution with groups=B")
+    import os
+    forced = dispatch_lines(checker, 9, 132, env={**os.environ, "HAMFAST_DISPATCH_OVERRIDE": "tensor_core:64x64:3"})
+    assert forced[(F16, 64, 128, 16, "grad-weight")].startswith("custom tensor-core kernel (mma.sync), tile 64x64, split-K 3")
+    assert "forced by HAMFAST_DISPATCH_OVERRIDE" in forced[(F16, 64, 128, 16, "grad-weight")]

@@ -1,21 +1,32 @@
-// CUDA backend of the grouped convolution: checks, allocation and stream handling with ATen, then
-// the one-launch kernels of grouped_conv_kernels.cu (compiled by nvcc without torch headers).
+// CUDA backend of the grouped convolution: argument checks, the dispatcher's decision, layout
+// conversion (NHWC activations and reordered weights, once per call), allocation and stream
+// handling with ATen; the kernels themselves are in grouped_conv_kernels.cu (nvcc, no torch headers).
+// Where the dispatch table says cuDNN is faster for a shape, the same call runs cuDNN through ATen.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <sstream>
+
 #include "../grouped_conv.h"
+#include "dispatch.h"
 #include "grouped_conv_kernels.cuh"
 
 namespace hamfast {
 namespace {
 
+using cuda::Decision;
+using cuda::Path;
+using cuda::PassKind;
+using cuda::Precision;
+
 cuda::ConvShape kernel_shape(const ConvGeometry& geo) {
-  TORCH_CHECK(geo.height * geo.width < (int64_t(1) << 31) && geo.in_channels * geo.kernel_h * geo.kernel_w < (int64_t(1) << 31) &&
-                  geo.out_channels * geo.kernel_h * geo.kernel_w < (int64_t(1) << 31),
-              "hamfast.grouped_conv2d: image or kernel too large for the CUDA kernels");
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  TORCH_CHECK(geo.batch * geo.height * geo.width < kLimit && geo.batch * geo.out_height * geo.out_width < kLimit &&
+                  geo.in_channels * geo.kernel_h * geo.kernel_w < kLimit &&
+                  geo.out_channels * geo.kernel_h * geo.kernel_w < kLimit,
+              "hamfast.grouped_conv2d: batch x pixels or channels x kernel reach 2^31, too large for the CUDA kernels");
   return {geo.batch,
           static_cast<int>(geo.in_channels),
           static_cast<int>(geo.height),
@@ -36,25 +47,185 @@ void check_launch(cudaError_t status, const char* pass) {
 }
 
 void check_cuda_dtype(const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "hamfast.grouped_conv2d: the CUDA kernels take float32 or float64, got ", t.scalar_type());
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf,
+              "hamfast.grouped_conv2d: the CUDA kernels take float32, float64, bfloat16 or float16, got ", st);
 }
+
+// float32 follows torch.backends.cudnn.allow_tf32 (PyTorch's default for convolutions: true), so
+// the op keeps cuDNN's precision contract.
+Precision precision_of(at::ScalarType st) {
+  switch (st) {
+    case at::kDouble: return Precision::kFloat64;
+    case at::kBFloat16: return Precision::kBFloat16;
+    case at::kHalf: return Precision::kFloat16;
+    default: return at::globalContext().allowTF32CuDNN() ? Precision::kTF32 : Precision::kFloat32;
+  }
+}
+
+cuda::DeviceInfo device_info(const at::Tensor& t) {
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(t.device().index());
+  return {p->major, p->minor, p->multiProcessorCount, p->name};
+}
+
+// Calls f(T{}) with the kernels' element type of `st`.
+template <typename F>
+void with_kernel_type(at::ScalarType st, F&& f) {
+  switch (st) {
+    case at::kFloat: f(float{}); break;
+    case at::kDouble: f(double{}); break;
+    case at::kBFloat16: f(cuda::bf16_t{}); break;
+    case at::kHalf: f(cuda::f16_t{}); break;
+    default: TORCH_CHECK(false, "hamfast.grouped_conv2d: unsupported dtype ", st);
+  }
+}
+
+template <typename T>
+const T* cptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr()) : nullptr;
+}
+template <typename T>
+T* mptr(at::Tensor& t) {
+  return reinterpret_cast<T*>(t.mutable_data_ptr());
+}
+
+// [B, C, pixels] element strides of a 4-D tensor in NCHW or channels_last layout.
+cuda::OutStrides out_strides(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(3)}; }
+
+// ---- cuDNN formulations (the dispatcher's floor) --------------------------------------------
+
+// Group of each sample, computed on the device (no sync): plan position p lies in group
+// #{g : offsets[g + 1] <= p}. Out-of-range plan entries are clamped, as the kernels tolerate them.
+at::Tensor sample_groups(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo) {
+  const auto pos = at::arange(geo.batch, order.options());
+  const auto group_of_pos = at::searchsorted(offsets.slice(0, 1), pos, /*out_int32=*/false, /*right=*/true)
+                                .clamp_max(geo.groups - 1);
+  return at::zeros({geo.batch}, order.options()).scatter_(0, order.clamp(0, geo.batch - 1), group_of_pos);
+}
+
+std::vector<int64_t> pair(int64_t v) { return {v, v}; }
+
+at::Tensor forward_groups_b(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& g) {
+  const auto group = sample_groups(order, offsets, g);
+  const auto w = weight.index_select(0, group).reshape({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
+  std::optional<at::Tensor> b;
+  if (bias.has_value()) b = bias->index_select(0, group).reshape({g.batch * g.out_channels});
+  const auto y = at::convolution(x.contiguous().reshape({1, g.batch * g.in_channels, g.height, g.width}), w, b,
+                                 pair(g.stride), pair(g.padding), pair(1), false, pair(0), g.batch);
+  return y.view({g.batch, g.out_channels, g.out_height, g.out_width}).contiguous(x.suggest_memory_format());
+}
+
+std::vector<int64_t> transpose_output_padding(const ConvGeometry& g) {
+  return {g.height - ((g.out_height - 1) * g.stride - 2 * g.padding + g.kernel_h),
+          g.width - ((g.out_width - 1) * g.stride - 2 * g.padding + g.kernel_w)};
+}
+
+at::Tensor grad_input_groups_b(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
+                               const at::Tensor& offsets, const ConvGeometry& g) {
+  const auto group = sample_groups(order, offsets, g);
+  const auto w = weight.index_select(0, group).reshape({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
+  const auto dy = grad_out.contiguous().reshape({1, g.batch * g.out_channels, g.out_height, g.out_width});
+  const auto gx = at::convolution(dy, w, std::nullopt, pair(g.stride), pair(g.padding), pair(1), true,
+                                  transpose_output_padding(g), g.batch);
+  return gx.view({g.batch, g.in_channels, g.height, g.width}).contiguous(grad_out.suggest_memory_format());
+}
+
+at::Tensor grad_weight_groups_b(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
+                                const at::Tensor& offsets, at::IntArrayRef weight_size, const ConvGeometry& g) {
+  const auto group = sample_groups(order, offsets, g);
+  const auto w_shape = at::empty({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
+  const auto dy = grad_out.contiguous().reshape({1, g.batch * g.out_channels, g.out_height, g.out_width});
+  const auto x1 = x.contiguous().reshape({1, g.batch * g.in_channels, g.height, g.width});
+  const auto grads = at::convolution_backward(dy, x1, w_shape, std::nullopt, pair(g.stride), pair(g.padding), pair(1),
+                                              false, pair(0), g.batch, {false, true, false});
+  const auto per_sample = std::get<1>(grads).view({g.batch, g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
+  // index_put_ with accumulate sorts the indices on CUDA: deterministic, unlike index_add_.
+  return at::zeros(weight_size, x.options()).index_put_({group}, per_sample, /*accumulate=*/true);
+}
+
+// Per group: needs the group sizes on the host, so this path syncs once (and validates the plan).
+std::vector<int64_t> host_offsets(const at::Tensor& offsets, const ConvGeometry& g) {
+  const auto off = offsets.to(at::kCPU);
+  std::vector<int64_t> o(off.data_ptr<int64_t>(), off.data_ptr<int64_t>() + g.groups + 1);
+  TORCH_CHECK(o[0] == 0 && o[g.groups] == g.batch, "hamfast.grouped_conv2d: offsets must run from 0 to B=", g.batch);
+  for (int64_t i = 0; i < g.groups; ++i)
+    TORCH_CHECK(o[i] <= o[i + 1], "hamfast.grouped_conv2d: offsets must not decrease (group ", i, ")");
+  return o;
+}
+
+at::Tensor forward_per_group(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& g) {
+  const auto o = host_offsets(offsets, g);
+  auto out = at::empty({g.batch, g.out_channels, g.out_height, g.out_width},
+                       x.options().memory_format(x.suggest_memory_format()));
+  for (int64_t i = 0; i < g.groups; ++i) {
+    if (o[i + 1] == o[i]) continue;
+    const auto idx = order.slice(0, o[i], o[i + 1]);
+    std::optional<at::Tensor> b;
+    if (bias.has_value()) b = (*bias)[i];
+    out.index_copy_(0, idx, at::convolution(x.index_select(0, idx), weight[i], b, pair(g.stride), pair(g.padding),
+                                            pair(1), false, pair(0), 1));
+  }
+  return out;
+}
+
+at::Tensor grad_input_per_group(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
+                                const at::Tensor& offsets, const ConvGeometry& g) {
+  const auto o = host_offsets(offsets, g);
+  auto gx = at::empty({g.batch, g.in_channels, g.height, g.width},
+                      grad_out.options().memory_format(grad_out.suggest_memory_format()));
+  for (int64_t i = 0; i < g.groups; ++i) {
+    if (o[i + 1] == o[i]) continue;
+    const auto idx = order.slice(0, o[i], o[i + 1]);
+    gx.index_copy_(0, idx, at::convolution(grad_out.index_select(0, idx), weight[i], std::nullopt, pair(g.stride),
+                                           pair(g.padding), pair(1), true, transpose_output_padding(g), 1));
+  }
+  return gx;
+}
+
+at::Tensor grad_weight_per_group(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
+                                 const at::Tensor& offsets, at::IntArrayRef weight_size, const ConvGeometry& g) {
+  const auto o = host_offsets(offsets, g);
+  auto gw = at::zeros(weight_size, x.options());
+  const auto w_shape = at::empty({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
+  for (int64_t i = 0; i < g.groups; ++i) {
+    if (o[i + 1] == o[i]) continue;
+    const auto idx = order.slice(0, o[i], o[i + 1]);
+    const auto grads = at::convolution_backward(grad_out.index_select(0, idx), x.index_select(0, idx), w_shape,
+                                                std::nullopt, pair(g.stride), pair(g.padding), pair(1), false, pair(0),
+                                                1, {false, true, false});
+    gw[i].copy_(std::get<1>(grads));
+  }
+  return gw;
+}
+
+// ---- the ops ---------------------------------------------------------------------------------
 
 at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width}, x.options());
-  const auto x_c = x.contiguous(), weight_c = weight.contiguous(), order_c = order.contiguous(),
-             offsets_c = offsets.contiguous();
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const Precision precision = precision_of(x.scalar_type());
+  const Decision d = cuda::choose(PassKind::kForward, precision, shape, device_info(x));
+  if (d.path == Path::kCudnnGroupsB) return forward_groups_b(x, weight, bias, order, offsets, geo);
+  if (d.path == Path::kCudnnPerGroup) return forward_per_group(x, weight, bias, order, offsets, geo);
+
+  auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width},
+                       x.options().memory_format(x.suggest_memory_format()));
+  const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto w_krsc = weight.permute({0, 1, 3, 4, 2}).contiguous();  // [G, Cout, kh, kw, Cin]
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hamfast_grouped_conv2d_cuda", [&] {
-    check_launch(cuda::launch_grouped_conv_forward<scalar_t>(
-                     x_c.data_ptr<scalar_t>(), weight_c.data_ptr<scalar_t>(),
-                     bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr, order_c.data_ptr<int64_t>(),
-                     offsets_c.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), kernel_shape(geo),
-                     at::cuda::getCurrentCUDAStream()),
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  with_kernel_type(x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(cuda::launch_grouped_conv_forward<T>(cptr<T>(x_nhwc), cptr<T>(w_krsc), cptr<T>(bias_c),
+                                                      order_c.const_data_ptr<int64_t>(),
+                                                      offsets_c.const_data_ptr<int64_t>(), mptr<T>(out),
+                                                      out_strides(out), shape, d.kernel,
+                                                      at::cuda::getCurrentCUDAStream()),
                  "forward");
   });
   return out;
@@ -66,13 +237,21 @@ at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const 
   const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
   check_cuda_dtype(grad_out);
   const c10::cuda::CUDAGuard guard(grad_out.device());
-  auto grad_x = at::empty(input_size, grad_out.options());
-  const auto grad_out_c = grad_out.contiguous(), weight_c = weight.contiguous(), order_c = order.contiguous(),
-             offsets_c = offsets.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "hamfast_grouped_conv2d_backward_input_cuda", [&] {
-    check_launch(cuda::launch_grouped_conv_backward_input<scalar_t>(
-                     grad_out_c.data_ptr<scalar_t>(), weight_c.data_ptr<scalar_t>(), order_c.data_ptr<int64_t>(),
-                     offsets_c.data_ptr<int64_t>(), grad_x.data_ptr<scalar_t>(), kernel_shape(geo),
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const Decision d =
+      cuda::choose(PassKind::kGradInput, precision_of(grad_out.scalar_type()), shape, device_info(grad_out));
+  if (d.path == Path::kCudnnGroupsB) return grad_input_groups_b(grad_out, weight, order, offsets, geo);
+  if (d.path == Path::kCudnnPerGroup) return grad_input_per_group(grad_out, weight, order, offsets, geo);
+
+  auto grad_x = at::empty(input_size, grad_out.options().memory_format(grad_out.suggest_memory_format()));
+  const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto w_crsk = weight.permute({0, 2, 3, 4, 1}).contiguous();  // [G, Cin, kh, kw, Cout]
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  with_kernel_type(grad_out.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(cuda::launch_grouped_conv_backward_input<T>(
+                     cptr<T>(dy_nhwc), cptr<T>(w_crsk), order_c.const_data_ptr<int64_t>(),
+                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_x), out_strides(grad_x), shape, d.kernel,
                      at::cuda::getCurrentCUDAStream()),
                  "grad-input");
   });
@@ -85,17 +264,57 @@ at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const
   const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto grad_weight = at::zeros(weight_size, x.options());
-  const auto grad_out_c = grad_out.contiguous(), x_c = x.contiguous(), order_c = order.contiguous(),
-             offsets_c = offsets.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hamfast_grouped_conv2d_backward_weight_cuda", [&] {
-    check_launch(cuda::launch_grouped_conv_backward_weight<scalar_t>(
-                     grad_out_c.data_ptr<scalar_t>(), x_c.data_ptr<scalar_t>(), order_c.data_ptr<int64_t>(),
-                     offsets_c.data_ptr<int64_t>(), grad_weight.data_ptr<scalar_t>(), kernel_shape(geo),
-                     at::cuda::getCurrentCUDAStream()),
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const Decision d = cuda::choose(PassKind::kGradWeight, precision_of(x.scalar_type()), shape, device_info(x));
+  if (d.path == Path::kCudnnGroupsB) return grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo);
+  if (d.path == Path::kCudnnPerGroup) return grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
+
+  auto grad_weight = at::empty(weight_size, x.options());  // every element is written by the reduce
+  const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  with_kernel_type(x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel);
+    auto workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+    check_launch(cuda::launch_grouped_conv_backward_weight<T>(
+                     cptr<T>(dy_nhwc), cptr<T>(x_nhwc), order_c.const_data_ptr<int64_t>(),
+                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight), workspace.mutable_data_ptr(), shape,
+                     d.kernel, at::cuda::getCurrentCUDAStream()),
                  "grad-weight");
   });
   return grad_weight;
+}
+
+// Which path each pass of a call with these arguments takes, and why. Reads shapes, dtype and the
+// device's properties only (never the offsets' contents): no sync.
+std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& offsets,
+                                        int64_t stride, int64_t padding) {
+  const ConvGeometry geo = make_geometry(x.sizes(), weight.sizes(), stride, padding);
+  check_cuda_dtype(x);
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == geo.groups + 1,
+              "hamfast.grouped_conv2d_explain: offsets must be [G + 1] = [", geo.groups + 1, "], got ", offsets.sizes());
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const cuda::DeviceInfo dev = device_info(x);
+  const Precision precision = precision_of(x.scalar_type());
+  const int64_t elem = x.element_size(), vec = 16 / elem;
+  std::ostringstream s;
+  s << "hamfast.grouped_conv2d on " << dev.name << " (sm_" << dev.sm_major << dev.sm_minor << ", " << dev.sm_count
+    << " SMs): x [" << geo.batch << ", " << geo.in_channels << ", " << geo.height << ", " << geo.width << "] "
+    << x.scalar_type() << ", " << geo.groups << " groups of [" << geo.out_channels << ", " << geo.in_channels << ", "
+    << geo.kernel_h << ", " << geo.kernel_w << "] weights, stride " << stride << ", padding " << padding << "\n";
+  for (PassKind pass : {PassKind::kForward, PassKind::kGradInput, PassKind::kGradWeight}) {
+    const Decision d = cuda::choose(pass, precision, shape, dev);
+    s << "  " << cuda::pass_name(pass) << ": " << cuda::describe(d, precision);
+    if (d.path == Path::kTensorCore || d.path == Path::kSimt) {
+      const bool wide = pass == PassKind::kForward     ? geo.in_channels % vec == 0
+                        : pass == PassKind::kGradInput ? geo.out_channels % vec == 0
+                                                       : geo.in_channels % vec == 0 && geo.out_channels % vec == 0;
+      s << (wide ? ", 16-byte cp.async loads" : ", element-wise loads (channels not a multiple of 16 bytes)");
+    }
+    s << "\n    why: " << d.why << "\n";
+  }
+  return s.str();
 }
 
 }  // namespace
@@ -104,6 +323,7 @@ TORCH_LIBRARY_IMPL(hamfast, CUDA, m) {
   m.impl("grouped_conv2d", &grouped_conv2d_cuda);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cuda);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cuda);
+  m.impl("grouped_conv2d_explain", &grouped_conv2d_explain_cuda);
 }
 
 }  // namespace hamfast

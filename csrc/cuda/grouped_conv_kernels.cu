@@ -1,46 +1,120 @@
-// Grouped convolution on CUDA as implicit GEMM over the group-sorted batch (fp32/fp64 SIMT).
+// Grouped convolution on CUDA as grouped implicit GEMM: one kernel template, three passes.
 //
-// Forward and grad-input are one GEMM per group: rows are (sample of the group, pixel), columns are
-// channels, the reduction runs over (channel, kernel tap). Each block computes one 64 x 64 output
-// tile that lies inside a single group's rows, so it reads one group's weights. Grad-weight reduces
-// over a group's rows: each block sums one chunk of them and adds its partial tile atomically.
-// All groups share ONE launch per pass; the tile-to-group map is derived in the kernel from the
-// plan's offsets, so the host never needs the group sizes (no device-to-host sync).
+// A GEMM C[M, N] = sum_k A[m, k] B[k, n] per group, tiles of BM x BN per block (CTA), 8 warps
+// (2 x 4, warp tile BM/2 x BN/4), the reduction staged through shared memory BK at a time in a
+// 3-stage cp.async pipeline. The passes differ only in their operand iterators (structs below):
+//   forward      M = (sample, output pixel) of group g, N = Cout, K = (r, s, cin); B = W[g]
+//   grad-input   M = (sample, input pixel) of group g,  N = Cin,  K = (r, s, cout); B = W[g]^T
+//   grad-weight  M = Cout, N = (r, s, cin), K = (sample, output pixel) of group g, split in
+//                split_k slices whose fp32 partial tiles a second kernel sums in fixed order.
+// Rows are gathered through `order`, so x, out and the gradients stay in the caller's batch
+// order; forward / grad-input tiles never straddle two groups, so a block reads one group's
+// weights. The tile -> group map is computed in the kernel from `offsets`: the host never needs
+// the group sizes (no device-to-host sync; the launches are CUDA-graph capturable). The grid is
+// sized by an upper bound (sum over g of ceil(rows_g / BM) <= ceil(B * P / BM) + G); blocks past
+// the last tile exit.
+//
+// The math is a policy: mma.sync m16n8k8 TF32 (operands rounded with cvt.rna) for float32 when
+// allowed, m16n8k16 bf16 / f16 with fp32 accumulation, or exact SIMT FMA (float32, float64) laid
+// out like the mma accumulator fragments so that the epilogue is shared.
+//
+// What the kernels tolerate (issue 9: a malformed plan must never touch memory outside the tensors):
+//  - offsets: group g covers plan positions [start_g, end_g) with start_g = clamp(offsets[g],
+//    end_{g-1}, B), end_g = clamp(offsets[g+1], start_g, B), end_{-1} = 0. Decreasing, negative or
+//    too large offsets thus shrink groups to disjoint ranges inside [0, B) (never more tiles than
+//    the grid bound).
+//  - order: an entry outside [0, B) makes its rows read as zero and write nothing.
+//  - what is NOT defined for a malformed plan: outputs of samples the plan does not list exactly
+//    once (never written, or written twice by racing blocks) and their gradients. Every address
+//    stays inside x, weight, bias, out, grad tensors and the workspace regardless.
+// The glue (grouped_conv_cuda.cpp) guarantees the sizes: B * pixels, Cin * kh * kw and
+// Cout * kh * kw below 2^31, so 32-bit row and reduction indices cannot overflow.
 #include "grouped_conv_kernels.cuh"
+
+#include <cstring>
+#include <type_traits>
+
+#if defined(HAMFAST_CUDA_EMULATION)
+#define HAMFAST_DYNAMIC_SMEM(name) unsigned char* name = emu_dynamic_smem()
+#else
+#define HAMFAST_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 
 namespace hamfast {
 namespace cuda {
+
 namespace {
 
-constexpr int kTileRows = 64;   // GEMM rows per block
-constexpr int kTileCols = 64;   // GEMM columns per block
-constexpr int kTileDepth = 16;  // reduction entries staged in shared memory per step
-constexpr int kThreads = 256;   // a 16 x 16 grid of threads, each owning 4 x 4 results
-constexpr int kThreadGrid = 16;
-constexpr int kSub = 4;
-constexpr int kTargetWeightGradBlocks = 2048;
+constexpr int kThreads = 256;
+constexpr int kWarpsM = 2, kWarpsN = 4;
+constexpr int kStages = 3;
 
-// Where a block's rows lie: rows [first_row, first_row + tile) of group `group`, whose `rows` rows
-// start at plan position `first_position` (row r is sample order[first_position + r / rows_per_sample]).
-struct TileLocation {
-  int group;
-  int64_t first_row;
-  int64_t rows;
-  int64_t first_position;
+template <typename T>
+using AccOf = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+
+__host__ __device__ inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Plan positions of group g after the clamping described at the top of the file.
+struct GroupSpan {
+  int64_t start, count;
+};
+__device__ inline GroupSpan group_span(const int64_t* offsets, int groups, int64_t batch, int g) {
+  int64_t end = 0;
+  GroupSpan span{0, 0};
+  for (int i = 0; i <= g && i < groups; ++i) {
+    const int64_t a = clamp64(offsets[i], end, batch);
+    end = clamp64(offsets[i + 1], a, batch);
+    span = {a, end - a};
+  }
+  return span;
+}
+
+// A shared-memory operand tile of kRows (M or N) x kBK (reduction), stored so that the global
+// memory's contiguous dimension is contiguous here too (cp.async copies whole vectors). Rows are
+// padded so that the fragment reads of a warp (8 rows x 4 reduction entries, or the transpose)
+// fall in distinct banks; pads keep every row 16-byte aligned.
+template <typename T, bool kKContig, int kRows, int kBK>
+struct SmemTile {
+  static constexpr int kLd = kKContig ? kBK + 16 / int(sizeof(T)) : kRows + 32 / int(sizeof(T));
+  static constexpr int kSize = kKContig ? kRows * kLd : kBK * kLd;
+  __host__ __device__ static constexpr bool contig_k() { return kKContig; }
+  __device__ static int at(int mn, int k) { return kKContig ? mn * kLd + k : k * kLd + mn; }
 };
 
-// Group g owns ceil(rows_g / tile_rows) consecutive values of the linear block index. The grid is
-// launched for an upper bound of the tile count, so blocks past the last group return false.
-__device__ bool locate_tile(const int64_t* offsets, int groups, int64_t batch, int64_t rows_per_sample,
-                            int64_t tile_rows, int64_t tile, TileLocation& loc) {
+// ---------------------------------------------------------------------------------------------
+// Operand iterators. Each pass gives: Params, the operand layouts (kAKContig / kBKContig), the
+// scratch it keeps in shared memory, setup() (find the block's tile; false: nothing to do),
+// a_src / b_src (global address of the vector at tile coordinates, nullptr: zeros) and store().
+
+// Per-row data of a forward / grad-input tile, computed once per block. in_base < 0: no row.
+struct RowEntry {
+  int64_t in_base, out_base;
+  int y0, x0;
+};
+
+// Shared by forward and grad-input: rows are (sample of group g, pixel), tiles lie in one group.
+struct RowTileCta {
+  int group;
+  int m0, n0;
+  int k_begin, k_end;
+  const RowEntry* rows;
+};
+
+// Finds the block's group and first row. Uniform over the block (every thread scans the same offsets).
+__device__ inline bool locate_row_tile(const int64_t* offsets, int groups, int64_t batch, int64_t pixels, int bm,
+                                       int64_t tile, int& group, int64_t& start, int64_t& first_row, int64_t& rows) {
+  int64_t end = 0;
   for (int g = 0; g < groups; ++g) {
-    // Clamping keeps a malformed plan from addressing memory outside the batch.
-    const int64_t start = min(max(offsets[g], int64_t(0)), batch);
-    const int64_t end = min(max(offsets[g + 1], start), batch);
-    const int64_t rows = (end - start) * rows_per_sample;
-    const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
+    const int64_t a = clamp64(offsets[g], end, batch);
+    end = clamp64(offsets[g + 1], a, batch);
+    const int64_t group_rows = (end - a) * pixels;
+    const int64_t tiles = (group_rows + bm - 1) / bm;
     if (tile < tiles) {
-      loc = {g, tile * tile_rows, rows, start};
+      group = g;
+      start = a;
+      first_row = tile * bm;
+      rows = group_rows;
       return true;
     }
     tile -= tiles;
@@ -48,268 +122,631 @@ __device__ bool locate_tile(const int64_t* offsets, int groups, int64_t batch, i
   return false;
 }
 
-struct RowRef {
-  int64_t sample;
-  int pixel;
-  bool valid;
+template <typename T>
+struct ForwardPass {
+  struct Params {
+    const T* x;       // NHWC
+    const T* weight;  // [G, Cout, kh, kw, Cin]
+    const T* bias;    // [G, Cout] or null
+    T* out;
+    const int64_t* order;
+    const int64_t* offsets;
+    ConvShape s;
+    OutStrides out_strides;
+    int depth;  // kh * kw * Cin
+    FastDivmod div_cin, div_kw, div_ow, div_pixels;
+  };
+  static constexpr bool kAKContig = true, kBKContig = true;
+  using Scratch = RowEntry;
+  __device__ static int n_size(const Params& p) { return p.s.out_channels; }
+
+  template <int BM, int BN>
+  __device__ static bool setup(const Params& p, RowTileCta& cta, RowEntry* table) {
+    const int64_t pixels = int64_t(p.s.out_height) * p.s.out_width;
+    int64_t start, first_row, rows;
+    if (!locate_row_tile(p.offsets, p.s.groups, p.s.batch, pixels, BM, blockIdx.x, cta.group, start, first_row, rows))
+      return false;
+    cta.m0 = int(first_row);
+    cta.n0 = blockIdx.y * BN;
+    cta.k_begin = 0;
+    cta.k_end = p.depth;
+    for (int i = threadIdx.x; i < BM; i += kThreads) {
+      RowEntry e{-1, -1, 0, 0};
+      const int64_t row = first_row + i;
+      if (row < rows) {
+        uint32_t q, pix, oh, ow;
+        p.div_pixels.divmod(uint32_t(row), q, pix);
+        const int64_t sample = p.order[start + q];
+        if (sample >= 0 && sample < p.s.batch) {
+          p.div_ow.divmod(pix, oh, ow);
+          e.in_base = sample * p.s.height * p.s.width * p.s.in_channels;
+          e.out_base = sample * p.out_strides.sample + int64_t(pix) * p.out_strides.pixel;
+          e.y0 = int(oh) * p.s.stride - p.s.padding;
+          e.x0 = int(ow) * p.s.stride - p.s.padding;
+        }
+      }
+      table[i] = e;
+    }
+    cta.rows = table;
+    __syncthreads();
+    return true;
+  }
+  // im2col(x): A[row, (r, s, c)] = x[sample, y0 + r, x0 + s, c], zero in the padding.
+  __device__ static const T* a_src(const Params& p, const RowTileCta& cta, int m, int k) {
+    const RowEntry& e = cta.rows[m];
+    if (e.in_base < 0 || k >= p.depth) return nullptr;
+    uint32_t rs, c, r, s;
+    p.div_cin.divmod(uint32_t(k), rs, c);
+    p.div_kw.divmod(rs, r, s);
+    const int y = e.y0 + int(r), x = e.x0 + int(s);
+    if (y < 0 || y >= p.s.height || x < 0 || x >= p.s.width) return nullptr;
+    return p.x + e.in_base + (int64_t(y) * p.s.width + x) * p.s.in_channels + c;
+  }
+  __device__ static const T* b_src(const Params& p, const RowTileCta& cta, int n, int k) {
+    const int co = cta.n0 + n;
+    if (co >= p.s.out_channels || k >= p.depth) return nullptr;
+    return p.weight + (int64_t(cta.group) * p.s.out_channels + co) * p.depth + k;
+  }
+  template <typename Acc>
+  __device__ static void store(const Params& p, const RowTileCta& cta, int m, int n, Acc acc) {
+    const RowEntry& e = cta.rows[m];
+    const int co = cta.n0 + n;
+    if (e.out_base < 0 || co >= p.s.out_channels) return;
+    if (p.bias != nullptr) acc += Acc(to_float(p.bias[int64_t(cta.group) * p.s.out_channels + co]));
+    p.out[e.out_base + co * p.out_strides.channel] = from_acc<T>(acc);
+  }
+  __device__ static const T* a_base(const Params& p) { return p.x; }
+  __device__ static const T* b_base(const Params& p) { return p.weight; }
 };
 
-__device__ RowRef row_ref(const TileLocation& loc, int64_t row, int64_t end_row, int64_t rows_per_sample,
-                          const int64_t* order, int64_t batch) {
-  if (row >= end_row) return {0, 0, false};
-  const int64_t sample = order[loc.first_position + row / rows_per_sample];
-  if (sample < 0 || sample >= batch) return {0, 0, false};
-  return {sample, static_cast<int>(row % rows_per_sample), true};
+template <typename T>
+struct GradInputPass {
+  struct Params {
+    const T* grad_out;  // NHWC
+    const T* weight;    // [G, Cin, kh, kw, Cout]
+    T* grad_x;
+    const int64_t* order;
+    const int64_t* offsets;
+    ConvShape s;
+    OutStrides out_strides;
+    int depth;  // kh * kw * Cout
+    FastDivmod div_cout, div_kw, div_w, div_pixels;
+  };
+  static constexpr bool kAKContig = true, kBKContig = true;
+  using Scratch = RowEntry;
+  __device__ static int n_size(const Params& p) { return p.s.in_channels; }
+
+  template <int BM, int BN>
+  __device__ static bool setup(const Params& p, RowTileCta& cta, RowEntry* table) {
+    const int64_t pixels = int64_t(p.s.height) * p.s.width;
+    int64_t start, first_row, rows;
+    if (!locate_row_tile(p.offsets, p.s.groups, p.s.batch, pixels, BM, blockIdx.x, cta.group, start, first_row, rows))
+      return false;
+    cta.m0 = int(first_row);
+    cta.n0 = blockIdx.y * BN;
+    cta.k_begin = 0;
+    cta.k_end = p.depth;
+    for (int i = threadIdx.x; i < BM; i += kThreads) {
+      RowEntry e{-1, -1, 0, 0};
+      const int64_t row = first_row + i;
+      if (row < rows) {
+        uint32_t q, pix, ih, iw;
+        p.div_pixels.divmod(uint32_t(row), q, pix);
+        const int64_t sample = p.order[start + q];
+        if (sample >= 0 && sample < p.s.batch) {
+          p.div_w.divmod(pix, ih, iw);
+          e.in_base = sample * p.s.out_height * p.s.out_width * p.s.out_channels;
+          e.out_base = sample * p.out_strides.sample + int64_t(pix) * p.out_strides.pixel;
+          e.y0 = int(ih) + p.s.padding;
+          e.x0 = int(iw) + p.s.padding;
+        }
+      }
+      table[i] = e;
+    }
+    cta.rows = table;
+    __syncthreads();
+    return true;
+  }
+  // A[row, (r, s, co)] = grad_out[sample, oh, ow, co] where oh * stride + r = ih + padding.
+  __device__ static const T* a_src(const Params& p, const RowTileCta& cta, int m, int k) {
+    const RowEntry& e = cta.rows[m];
+    if (e.in_base < 0 || k >= p.depth) return nullptr;
+    uint32_t rs, co, r, s;
+    p.div_cout.divmod(uint32_t(k), rs, co);
+    p.div_kw.divmod(rs, r, s);
+    const int th = e.y0 - int(r), tw = e.x0 - int(s);
+    if (th < 0 || tw < 0) return nullptr;
+    const int oh = th / p.s.stride, ow = tw / p.s.stride;
+    if (oh * p.s.stride != th || ow * p.s.stride != tw || oh >= p.s.out_height || ow >= p.s.out_width) return nullptr;
+    return p.grad_out + e.in_base + (int64_t(oh) * p.s.out_width + ow) * p.s.out_channels + co;
+  }
+  __device__ static const T* b_src(const Params& p, const RowTileCta& cta, int n, int k) {
+    const int ci = cta.n0 + n;
+    if (ci >= p.s.in_channels || k >= p.depth) return nullptr;
+    return p.weight + (int64_t(cta.group) * p.s.in_channels + ci) * p.depth + k;
+  }
+  template <typename Acc>
+  __device__ static void store(const Params& p, const RowTileCta& cta, int m, int n, Acc acc) {
+    const RowEntry& e = cta.rows[m];
+    const int ci = cta.n0 + n;
+    if (e.out_base < 0 || ci >= p.s.in_channels) return;
+    p.grad_x[e.out_base + ci * p.out_strides.channel] = from_acc<T>(acc);
+  }
+  __device__ static const T* a_base(const Params& p) { return p.grad_out; }
+  __device__ static const T* b_base(const Params& p) { return p.weight; }
+};
+
+// Grad-weight: blockIdx.x = group * split_k + split, blockIdx.y / z: tiles of Cout / (r, s, c).
+template <typename T>
+struct GradWeightPass {
+  struct Params {
+    const T* grad_out;  // NHWC
+    const T* x;         // NHWC
+    AccOf<T>* workspace;  // [split_k, G, Cout, kh * kw * Cin]
+    const int64_t* order;
+    const int64_t* offsets;
+    ConvShape s;
+    int split_k;
+    int depth;  // kh * kw * Cin
+    FastDivmod div_cin, div_kw, div_ow, div_pixels;
+  };
+  struct Cta {
+    int group, split;
+    int m0, n0;
+    int k_begin, k_end;  // rows of the group (sample-major, then output pixel) this block reduces
+    int64_t start;       // plan position of the group's first sample
+  };
+  static constexpr bool kAKContig = false, kBKContig = false;
+  using Scratch = char;  // none
+
+  template <int BM, int BN>
+  __device__ static bool setup(const Params& p, Cta& cta, char*) {
+    cta.group = blockIdx.x / p.split_k;
+    cta.split = blockIdx.x - cta.group * p.split_k;
+    cta.m0 = blockIdx.y * BM;
+    cta.n0 = blockIdx.z * BN;
+    const GroupSpan span = group_span(p.offsets, p.s.groups, p.s.batch, cta.group);
+    const int64_t rows = span.count * p.s.out_height * p.s.out_width;
+    // Slices are whole multiples of the BK step so that only the group's last slice has a tail.
+    constexpr int kBK = sizeof(T) == 2 ? 32 : 16;
+    const int64_t chunk = ceil_div_dev(ceil_div_dev(rows, p.split_k), kBK) * kBK;
+    cta.k_begin = int(clamp64(int64_t(cta.split) * chunk, 0, rows));
+    cta.k_end = int(clamp64(int64_t(cta.k_begin) + chunk, 0, rows));
+    cta.start = span.start;
+    return true;
+  }
+  __device__ static int64_t ceil_div_dev(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+  // The sample of reduction row `row` of the block's group, or -1.
+  __device__ static int64_t sample_of(const Params& p, const Cta& cta, int row, uint32_t& pix) {
+    uint32_t q;
+    p.div_pixels.divmod(uint32_t(row), q, pix);
+    const int64_t sample = p.order[cta.start + q];
+    return (sample >= 0 && sample < p.s.batch) ? sample : -1;
+  }
+  // A[co, row] = grad_out[sample, pixel, co] (contiguous along co).
+  __device__ static const T* a_src(const Params& p, const Cta& cta, int m, int k) {
+    const int co = cta.m0 + m, row = cta.k_begin + k;
+    if (co >= p.s.out_channels || row >= cta.k_end) return nullptr;
+    uint32_t pix;
+    const int64_t sample = sample_of(p, cta, row, pix);
+    if (sample < 0) return nullptr;
+    return p.grad_out + (sample * p.s.out_height * p.s.out_width + pix) * p.s.out_channels + co;
+  }
+  // B[row, (r, s, c)] = x[sample, oh * stride - padding + r, ow * stride - padding + s, c].
+  __device__ static const T* b_src(const Params& p, const Cta& cta, int n, int k) {
+    const int col = cta.n0 + n, row = cta.k_begin + k;
+    if (col >= p.depth || row >= cta.k_end) return nullptr;
+    uint32_t pix;
+    const int64_t sample = sample_of(p, cta, row, pix);
+    if (sample < 0) return nullptr;
+    uint32_t rs, c, r, s, oh, ow;
+    p.div_cin.divmod(uint32_t(col), rs, c);
+    p.div_kw.divmod(rs, r, s);
+    p.div_ow.divmod(pix, oh, ow);
+    const int y = int(oh) * p.s.stride - p.s.padding + int(r), x = int(ow) * p.s.stride - p.s.padding + int(s);
+    if (y < 0 || y >= p.s.height || x < 0 || x >= p.s.width) return nullptr;
+    return p.x + ((sample * p.s.height + y) * p.s.width + x) * p.s.in_channels + c;
+  }
+  // Every block writes its whole partial tile, zeros included, so no memset is needed.
+  template <typename Acc>
+  __device__ static void store(const Params& p, const Cta& cta, int m, int n, Acc acc) {
+    const int co = cta.m0 + m, col = cta.n0 + n;
+    if (co >= p.s.out_channels || col >= p.depth) return;
+    p.workspace[((int64_t(cta.split) * p.s.groups + cta.group) * p.s.out_channels + co) * p.depth + col] = acc;
+  }
+  __device__ static const T* a_base(const Params& p) { return p.grad_out; }
+  __device__ static const T* b_base(const Params& p) { return p.x; }
+};
+
+template <typename Pass>
+struct CtaOf {
+  using type = RowTileCta;
+};
+template <typename T>
+struct CtaOf<GradWeightPass<T>> {
+  using type = typename GradWeightPass<T>::Cta;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Warp-level math on one shared-memory stage. acc[mt][nt][i] is the element (row g + 8 * (i / 2),
+// column 2 * t + i % 2) of the warp's 16 x 8 tile (mt, nt), g = lane / 4, t = lane % 4: the
+// accumulator fragment of mma.m16n8k*, which the SIMT policy adopts too.
+
+template <typename T, typename Tile>
+__device__ inline uint32_t load_pair(const T* s, int mn, int k) {  // elements k, k + 1 -> low, high half
+  if constexpr (Tile::contig_k()) {  // adjacent in shared memory, 4-byte aligned (k even, rows even)
+#if defined(__CUDA_ARCH__)
+    return *reinterpret_cast<const uint32_t*>(s + Tile::at(mn, k));
+#else
+    uint32_t v;
+    std::memcpy(&v, s + Tile::at(mn, k), 4);
+    return v;
+#endif
+  } else {
+    return uint32_t(s[Tile::at(mn, k)].bits) | (uint32_t(s[Tile::at(mn, k + 1)].bits) << 16);
+  }
 }
 
-// Forward: rows = (sample, output pixel), columns = output channels, reduction = (input channel, tap).
-template <typename T>
-struct ForwardProblem {
-  const T* x;
-  const T* weight;
-  const T* bias;
-  T* out;
-  ConvShape s;
+template <typename T, bool kTensorCore, typename TA, typename TB, int MT, int NT, int kBK>
+__device__ inline void warp_tile_step(AccOf<T> (&acc)[MT][NT][4], const T* sa, const T* sb, int wm0, int wn0) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  if constexpr (kTensorCore && std::is_same<T, float>::value) {
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 8) {
+      uint32_t a[MT][4], b[NT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = wm0 + mt * 16 + g;
+        a[mt][0] = to_tf32(sa[TA::at(r, kk + t)]);
+        a[mt][1] = to_tf32(sa[TA::at(r + 8, kk + t)]);
+        a[mt][2] = to_tf32(sa[TA::at(r, kk + t + 4)]);
+        a[mt][3] = to_tf32(sa[TA::at(r + 8, kk + t + 4)]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int c = wn0 + nt * 8 + g;
+        b[nt][0] = to_tf32(sb[TB::at(c, kk + t)]);
+        b[nt][1] = to_tf32(sb[TB::at(c, kk + t + 4)]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma_tf32_m16n8k8(acc[mt][nt], a[mt], b[nt]);
+    }
+  } else if constexpr (kTensorCore) {  // bf16 / f16
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      uint32_t a[MT][4], b[NT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = wm0 + mt * 16 + g;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a[mt][i] = load_pair<T, TA>(sa, r + 8 * (i & 1), kk + 2 * t + 8 * (i >> 1));
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int c = wn0 + nt * 8 + g;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) b[nt][j] = load_pair<T, TB>(sb, c, kk + 2 * t + 8 * j);
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma_16bit_m16n8k16<std::is_same<T, bf16_t>::value>(acc[mt][nt], a[mt], b[nt]);
+    }
+  } else {  // exact SIMT: each thread owns the accumulator-fragment elements, outer products per k
+#pragma unroll 4
+    for (int k = 0; k < kBK; ++k) {
+      T av[MT][2], bv[NT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        av[mt][0] = sa[TA::at(wm0 + mt * 16 + g, k)];
+        av[mt][1] = sa[TA::at(wm0 + mt * 16 + g + 8, k)];
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        bv[nt][0] = sb[TB::at(wn0 + nt * 8 + 2 * t, k)];
+        bv[nt][1] = sb[TB::at(wn0 + nt * 8 + 2 * t + 1, k)];
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mt][nt][i] += av[mt][i >> 1] * bv[nt][i & 1];
+    }
+  }
+}
 
-  __device__ int64_t rows_per_sample() const { return static_cast<int64_t>(s.out_height) * s.out_width; }
-  __device__ int cols() const { return s.out_channels; }
-  __device__ int depth() const { return s.in_channels * s.kernel_h * s.kernel_w; }
-
-  // im2col: the input value under reduction entry k for output pixel `pixel`, zero in the padding.
-  __device__ T a(int64_t sample, int pixel, int k) const {
-    const int taps = s.kernel_h * s.kernel_w;
-    const int ci = k / taps, tap = k - ci * taps;
-    const int ih = (pixel / s.out_width) * s.stride - s.padding + tap / s.kernel_w;
-    const int iw = (pixel % s.out_width) * s.stride - s.padding + tap % s.kernel_w;
-    if (ih < 0 || ih >= s.height || iw < 0 || iw >= s.width) return T(0);
-    return x[((sample * s.in_channels + ci) * s.height + ih) * s.width + iw];
-  }
-  __device__ T b(int g, int k, int col) const {
-    return weight[(static_cast<int64_t>(g) * s.out_channels + col) * depth() + k];
-  }
-  __device__ void store(int g, int64_t sample, int pixel, int col, T acc) const {
-    if (bias != nullptr) acc += bias[static_cast<int64_t>(g) * s.out_channels + col];
-    out[(sample * s.out_channels + col) * rows_per_sample() + pixel] = acc;
-  }
+template <typename T, int BM, int BN>
+struct TileConfig {
+  static constexpr int kBK = sizeof(T) == 2 ? 32 : 16;
+  static constexpr int kWarpM = BM / kWarpsM, kWarpN = BN / kWarpsN;
+  static constexpr int kMT = kWarpM / 16, kNT = kWarpN / 8;
+  static_assert(kMT >= 1 && kNT >= 1 && kWarpM % 16 == 0 && kWarpN % 8 == 0, "warp tile must hold whole mma tiles");
 };
 
-// Grad-input: rows = (sample, input pixel), columns = input channels, reduction = (output channel, tap).
+template <typename Pass, typename T, int BM, int BN>
+constexpr size_t stage_elems() {
+  using C = TileConfig<T, BM, BN>;
+  return size_t(SmemTile<T, Pass::kAKContig, BM, C::kBK>::kSize + SmemTile<T, Pass::kBKContig, BN, C::kBK>::kSize);
+}
+template <typename Pass, typename T, int BM, int BN>
+constexpr size_t smem_bytes() {
+  return kStages * stage_elems<Pass, T, BM, BN>() * sizeof(T) + BM * sizeof(typename Pass::Scratch);
+}
+
+// Copies one operand's BK slice of the tile into shared memory, kVec elements per copy along the
+// contiguous dimension (a copy never straddles a zero/valid boundary: the glue picks kVec dividing
+// the channel counts).
+template <typename T, bool kKContig, int kRows, int kBK, int kVec, typename Src>
+__device__ inline void load_operand(T* s, const T* fallback, Src src) {
+  using Tile = SmemTile<T, kKContig, kRows, kBK>;
+  constexpr int kVecs = kRows * kBK / kVec;
+  constexpr int kPerRow = (kKContig ? kBK : kRows) / kVec;
+#pragma unroll
+  for (int i = 0; i < (kVecs + kThreads - 1) / kThreads; ++i) {
+    const int v = threadIdx.x + i * kThreads;
+    if (kVecs % kThreads == 0 || v < kVecs) {
+      const int major = v / kPerRow, minor = (v % kPerRow) * kVec;
+      const int mn = kKContig ? major : minor, k = kKContig ? minor : major;
+      const T* p = src(mn, k);
+      copy_to_shared<kVec * int(sizeof(T))>(s + Tile::at(mn, k), p != nullptr ? p : fallback, p != nullptr);
+    }
+  }
+}
+
+template <typename Pass, typename T, bool kTensorCore, int BM, int BN, int kVec>
+__global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pass::Params p) {
+  using C = TileConfig<T, BM, BN>;
+  using Acc = AccOf<T>;
+  constexpr int kBK = C::kBK;
+  using TA = SmemTile<T, Pass::kAKContig, BM, kBK>;
+  using TB = SmemTile<T, Pass::kBKContig, BN, kBK>;
+  constexpr int kStageElems = TA::kSize + TB::kSize;
+
+  HAMFAST_DYNAMIC_SMEM(smem);
+  T* stages = reinterpret_cast<T*>(smem);
+  auto* scratch = reinterpret_cast<typename Pass::Scratch*>(smem + kStages * kStageElems * sizeof(T));
+
+  typename CtaOf<Pass>::type cta;
+  if (!Pass::template setup<BM, BN>(p, cta, scratch)) return;  // uniform over the block
+
+  const int k_tiles = (cta.k_end - cta.k_begin + kBK - 1) / kBK;
+  auto load_stage = [&](int stage, int kt) {
+    T* sa = stages + stage * kStageElems;
+    const int k0 = kt * kBK;
+    load_operand<T, Pass::kAKContig, BM, kBK, kVec>(sa, Pass::a_base(p),
+                                                   [&](int m, int k) { return Pass::a_src(p, cta, m, k0 + k); });
+    load_operand<T, Pass::kBKContig, BN, kBK, kVec>(sa + TA::kSize, Pass::b_base(p),
+                                                   [&](int n, int k) { return Pass::b_src(p, cta, n, k0 + k); });
+  };
+
+  const int warp = threadIdx.x / 32;
+  const int wm0 = (warp / kWarpsN) * C::kWarpM, wn0 = (warp % kWarpsN) * C::kWarpN;
+  Acc acc[C::kMT][C::kNT][4];
+#pragma unroll
+  for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < C::kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = Acc(0);
+
+  // Pipeline: kStages - 1 slices in flight while one is multiplied. One commit per iteration
+  // (possibly empty) keeps wait_group's count aligned with the slice index.
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < k_tiles) load_stage(st, st);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // slice kt is visible to all; every warp is done with slice kt - 1's stage
+    const int next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(next % kStages, next);
+    cp_async_commit();
+    const T* sa = stages + (kt % kStages) * kStageElems;
+    warp_tile_step<T, kTensorCore, TA, TB, C::kMT, C::kNT, kBK>(acc, sa, sa + TA::kSize, wm0, wn0);
+  }
+  cp_async_wait<0>();
+
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < C::kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        Pass::store(p, cta, wm0 + mt * 16 + g + 8 * (i >> 1), wn0 + nt * 8 + 2 * t + (i & 1), acc[mt][nt][i]);
+      }
+}
+
+// grad_weight[g, co, c, r, s] = sum over splits, in order, of workspace[split, g, co, (r, s, c)].
 template <typename T>
-struct BackwardInputProblem {
-  const T* grad_out;
-  const T* weight;
-  T* grad_x;
-  ConvShape s;
-
-  __device__ int64_t rows_per_sample() const { return static_cast<int64_t>(s.height) * s.width; }
-  __device__ int cols() const { return s.in_channels; }
-  __device__ int depth() const { return s.out_channels * s.kernel_h * s.kernel_w; }
-
-  // grad_out at the output pixel that sees input pixel `pixel` through the tap of k; zero where none does.
-  __device__ T a(int64_t sample, int pixel, int k) const {
-    const int taps = s.kernel_h * s.kernel_w;
-    const int co = k / taps, tap = k - co * taps;
-    const int th = pixel / s.width + s.padding - tap / s.kernel_w;
-    const int tw = pixel % s.width + s.padding - tap % s.kernel_w;
-    if (th < 0 || tw < 0 || th % s.stride != 0 || tw % s.stride != 0) return T(0);
-    const int oh = th / s.stride, ow = tw / s.stride;
-    if (oh >= s.out_height || ow >= s.out_width) return T(0);
-    return grad_out[((sample * s.out_channels + co) * s.out_height + oh) * s.out_width + ow];
-  }
-  __device__ T b(int g, int k, int col) const {
-    const int taps = s.kernel_h * s.kernel_w;
-    const int co = k / taps, tap = k - co * taps;
-    return weight[((static_cast<int64_t>(g) * s.out_channels + co) * s.in_channels + col) * taps + tap];
-  }
-  __device__ void store(int, int64_t sample, int pixel, int col, T acc) const {
-    grad_x[(sample * s.in_channels + col) * rows_per_sample() + pixel] = acc;
-  }
-};
-
-template <typename T, typename Problem>
 __global__ void __launch_bounds__(kThreads)
-    grouped_implicit_gemm(Problem p, const int64_t* order, const int64_t* offsets, int groups, int64_t batch) {
-  __shared__ T a_tile[kTileDepth][kTileRows];
-  __shared__ T b_tile[kTileDepth][kTileCols + 1];  // +1: the column-major fill below would hit one bank
-
-  const int64_t rows_per_sample = p.rows_per_sample();
-  TileLocation loc;
-  if (!locate_tile(offsets, groups, batch, rows_per_sample, kTileRows, blockIdx.x, loc)) return;
-  const int64_t end_row = loc.first_row + kTileRows < loc.rows ? loc.first_row + kTileRows : loc.rows;
-  const int col0 = blockIdx.y * kTileCols;
-  const int cols = p.cols(), depth = p.depth();
-  const int tid = threadIdx.x;
-  const int tx = tid % kThreadGrid, ty = tid / kThreadGrid;  // results: rows tx + 16 i, columns ty + 16 j
-
-  // Each thread stages one row of A (consecutive threads: consecutive pixels, coalesced reads).
-  const int load_row = tid % kTileRows;
-  const RowRef load_ref = row_ref(loc, loc.first_row + load_row, end_row, rows_per_sample, order, batch);
-
-  T acc[kSub][kSub] = {};
-  for (int k0 = 0; k0 < depth; k0 += kTileDepth) {
-#pragma unroll
-    for (int i = 0; i < kTileDepth * kTileRows / kThreads; ++i) {
-      const int kk = tid / kTileRows + i * (kThreads / kTileRows);
-      const int k = k0 + kk;
-      a_tile[kk][load_row] = (load_ref.valid && k < depth) ? p.a(load_ref.sample, load_ref.pixel, k) : T(0);
-    }
-#pragma unroll
-    for (int i = 0; i < kTileDepth * kTileCols / kThreads; ++i) {
-      const int e = tid + i * kThreads;
-      const int kk = e % kTileDepth, c = e / kTileDepth;
-      const int k = k0 + kk, col = col0 + c;
-      b_tile[kk][c] = (k < depth && col < cols) ? p.b(loc.group, k, col) : T(0);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kTileDepth; ++kk) {
-      T av[kSub], bv[kSub];
-#pragma unroll
-      for (int i = 0; i < kSub; ++i) av[i] = a_tile[kk][tx + kThreadGrid * i];
-#pragma unroll
-      for (int j = 0; j < kSub; ++j) bv[j] = b_tile[kk][ty + kThreadGrid * j];
-#pragma unroll
-      for (int i = 0; i < kSub; ++i)
-#pragma unroll
-        for (int j = 0; j < kSub; ++j) acc[i][j] += av[i] * bv[j];
-    }
-    __syncthreads();
-  }
-
-#pragma unroll
-  for (int i = 0; i < kSub; ++i) {
-    const RowRef ref = row_ref(loc, loc.first_row + tx + kThreadGrid * i, end_row, rows_per_sample, order, batch);
-    if (!ref.valid) continue;
-#pragma unroll
-    for (int j = 0; j < kSub; ++j) {
-      const int col = col0 + ty + kThreadGrid * j;
-      if (col < cols) p.store(loc.group, ref.sample, ref.pixel, col, acc[i][j]);
-    }
+    reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split, int in_channels,
+                       int taps) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t idx = int64_t(blockIdx.x) * kThreads + threadIdx.x; idx < per_split; idx += stride) {
+    const int64_t tap = idx % taps, rest = idx / taps;
+    const int64_t c = rest % in_channels, gco = rest / in_channels;
+    const int64_t src = (gco * taps + tap) * in_channels + c;
+    AccOf<T> sum = 0;
+    for (int s = 0; s < splits; ++s) sum += workspace[s * per_split + src];
+    grad_weight[idx] = from_acc<T>(sum);
   }
 }
 
-// Grad-weight: grad_weight[g][co][k] = sum over rows r of group g of grad_out(r, co) * im2col(x)(r, k).
-// blockIdx.x: a chunk of a group's rows; blockIdx.y: a tile of k; blockIdx.z: a tile of co.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    grouped_weight_grad(const T* grad_out, const T* x, const int64_t* order, const int64_t* offsets, T* grad_weight,
-                        ConvShape s, int64_t chunk_rows) {
-  __shared__ T go_tile[kTileDepth][kTileRows + 1];  // [row][out channel]
-  __shared__ T x_tile[kTileDepth][kTileCols + 1];   // [row][reduction entry]
+// ---------------------------------------------------------------------------------------------
+// Host side: pick the instantiation, size the grid, launch.
 
-  const ForwardProblem<T> im2col{x, nullptr, nullptr, nullptr, s};
-  const int64_t rows_per_sample = im2col.rows_per_sample();
-  TileLocation loc;
-  if (!locate_tile(offsets, s.groups, s.batch, rows_per_sample, chunk_rows, blockIdx.x, loc)) return;
-  const int64_t end_row = loc.first_row + chunk_rows < loc.rows ? loc.first_row + chunk_rows : loc.rows;
-  const int k0 = blockIdx.y * kTileCols;
-  const int co0 = blockIdx.z * kTileRows;
-  const int depth = im2col.depth();
-  const int tid = threadIdx.x;
-  const int tx = tid % kThreadGrid, ty = tid / kThreadGrid;  // results: k = tx + 16 j, co = ty + 16 i
-  const int load_rr = tid % kTileDepth;  // consecutive threads: consecutive pixels, coalesced reads
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-  T acc[kSub][kSub] = {};
-  for (int64_t r0 = loc.first_row; r0 < end_row; r0 += kTileDepth) {
-    const RowRef ref = row_ref(loc, r0 + load_rr, end_row, rows_per_sample, order, s.batch);
-#pragma unroll
-    for (int i = 0; i < kTileDepth * kTileCols / kThreads; ++i) {
-      const int c = (tid + i * kThreads) / kTileDepth;
-      const int co = co0 + c, k = k0 + c;
-      go_tile[load_rr][c] = (ref.valid && co < s.out_channels)
-                                ? grad_out[(ref.sample * s.out_channels + co) * rows_per_sample + ref.pixel]
-                                : T(0);
-      x_tile[load_rr][c] = (ref.valid && k < depth) ? im2col.a(ref.sample, ref.pixel, k) : T(0);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int rr = 0; rr < kTileDepth; ++rr) {
-      T av[kSub], bv[kSub];
-#pragma unroll
-      for (int i = 0; i < kSub; ++i) av[i] = go_tile[rr][ty + kThreadGrid * i];
-#pragma unroll
-      for (int j = 0; j < kSub; ++j) bv[j] = x_tile[rr][tx + kThreadGrid * j];
-#pragma unroll
-      for (int i = 0; i < kSub; ++i)
-#pragma unroll
-        for (int j = 0; j < kSub; ++j) acc[i][j] += av[i] * bv[j];
-    }
-    __syncthreads();
+template <typename Pass, typename T, bool kTensorCore, int BM, int BN, int kVec>
+cudaError_t launch_one(const typename Pass::Params& p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t bytes = smem_bytes<Pass, T, BM, BN>();
+  auto kernel = grouped_conv_gemm<Pass, T, kTensorCore, BM, BN, kVec>;
+  if (bytes > 48 * 1024) {
+    const cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (st != cudaSuccess) return st;
   }
-
-#pragma unroll
-  for (int i = 0; i < kSub; ++i) {
-    const int co = co0 + ty + kThreadGrid * i;
-    if (co >= s.out_channels) continue;
-#pragma unroll
-    for (int j = 0; j < kSub; ++j) {
-      const int k = k0 + tx + kThreadGrid * j;
-      if (k < depth) atomicAdd(&grad_weight[(static_cast<int64_t>(loc.group) * s.out_channels + co) * depth + k],
-                               acc[i][j]);
-    }
-  }
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-template <typename T, typename Problem>
-cudaError_t launch_gemm(const Problem& p, int64_t rows_per_sample, int cols, const int64_t* order,
-                        const int64_t* offsets, const ConvShape& s, cudaStream_t stream) {
-  if (s.batch == 0 || rows_per_sample == 0) return cudaSuccess;
-  // Upper bound of sum over groups of ceil(rows_g / tile): total / tile + one partial tile per group.
-  const dim3 grid(static_cast<unsigned>(ceil_div(s.batch * rows_per_sample, kTileRows) + s.groups),
-                  static_cast<unsigned>(ceil_div(cols, kTileCols)));
-  grouped_implicit_gemm<T, Problem><<<grid, kThreads, 0, stream>>>(p, order, offsets, s.groups, s.batch);
+  grouped_conv_gemm<Pass, T, kTensorCore, BM, BN, kVec><<<grid, kThreads, bytes, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <typename T>
+constexpr int wide_vec() {
+  return 16 / int(sizeof(T));
+}
+
+// Instantiations: tensor cores for float / bf16 / f16 in three tile shapes; exact SIMT for float
+// and double in 64x64. Each with the widest copy (16 bytes) or single elements.
+template <typename Pass, typename T, int BM, int BN>
+cudaError_t launch_vec(const typename Pass::Params& p, bool tensor_core, bool wide, dim3 grid, cudaStream_t stream) {
+  if constexpr (!std::is_same<T, double>::value) {
+    if (tensor_core) {
+      if (wide) return launch_one<Pass, T, true, BM, BN, wide_vec<T>()>(p, grid, stream);
+      return launch_one<Pass, T, true, BM, BN, 1>(p, grid, stream);
+    }
+  }
+  if constexpr (sizeof(T) == 2) {
+    return cudaErrorInvalidValue;  // 16-bit inputs have no SIMT path
+  } else {
+    if (BM != 64 || BN != 64) return cudaErrorInvalidValue;
+    if (wide) return launch_one<Pass, T, false, 64, 64, wide_vec<T>()>(p, grid, stream);
+    return launch_one<Pass, T, false, 64, 64, 1>(p, grid, stream);
+  }
+}
+
+template <typename Pass, typename T>
+cudaError_t launch_tiles(const typename Pass::Params& p, KernelChoice c, bool wide, int64_t grid_m_rows, int n,
+                         cudaStream_t stream) {
+  if (!c.tensor_core || std::is_same<T, double>::value) c.tile = TileShape::k64x64;
+  int bm = 64, bn = 64;
+  if (c.tile == TileShape::k128x128) bm = bn = 128;
+  if (c.tile == TileShape::k128x64) bm = 128;
+  const int64_t gx = ceil_div(grid_m_rows, bm) + p.s.groups, gy = ceil_div(n, bn);
+  if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  switch (c.tile) {
+    case TileShape::k128x128: return launch_vec<Pass, T, 128, 128>(p, c.tensor_core, wide, grid, stream);
+    case TileShape::k128x64: return launch_vec<Pass, T, 128, 64>(p, c.tensor_core, wide, grid, stream);
+    default: return launch_vec<Pass, T, 64, 64>(p, c.tensor_core, wide, grid, stream);
+  }
 }
 
 }  // namespace
 
 template <typename T>
 cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bias, const int64_t* order,
-                                        const int64_t* offsets, T* out, const ConvShape& s, cudaStream_t stream) {
-  const ForwardProblem<T> p{x, weight, bias, out, s};
-  return launch_gemm<T>(p, static_cast<int64_t>(s.out_height) * s.out_width, s.out_channels, order, offsets, s,
-                        stream);
+                                        const int64_t* offsets, T* out, OutStrides out_strides, const ConvShape& s,
+                                        KernelChoice choice, cudaStream_t stream) {
+  const int64_t pixels = int64_t(s.out_height) * s.out_width;
+  if (s.batch == 0 || pixels == 0) return cudaSuccess;
+  typename ForwardPass<T>::Params p{x,
+                                    weight,
+                                    bias,
+                                    out,
+                                    order,
+                                    offsets,
+                                    s,
+                                    out_strides,
+                                    s.kernel_h * s.kernel_w * s.in_channels,
+                                    FastDivmod(s.in_channels),
+                                    FastDivmod(s.kernel_w),
+                                    FastDivmod(s.out_width),
+                                    FastDivmod(uint32_t(pixels))};
+  const bool wide = s.in_channels % wide_vec<T>() == 0 && aligned16(x) && aligned16(weight);
+  return launch_tiles<ForwardPass<T>, T>(p, choice, wide, s.batch * pixels, s.out_channels, stream);
 }
 
 template <typename T>
 cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weight, const int64_t* order,
-                                               const int64_t* offsets, T* grad_x, const ConvShape& s,
-                                               cudaStream_t stream) {
-  const BackwardInputProblem<T> p{grad_out, weight, grad_x, s};
-  return launch_gemm<T>(p, static_cast<int64_t>(s.height) * s.width, s.in_channels, order, offsets, s, stream);
+                                               const int64_t* offsets, T* grad_x, OutStrides strides,
+                                               const ConvShape& s, KernelChoice choice, cudaStream_t stream) {
+  const int64_t pixels = int64_t(s.height) * s.width;
+  if (s.batch == 0 || pixels == 0) return cudaSuccess;
+  typename GradInputPass<T>::Params p{grad_out,
+                                      weight,
+                                      grad_x,
+                                      order,
+                                      offsets,
+                                      s,
+                                      strides,
+                                      s.kernel_h * s.kernel_w * s.out_channels,
+                                      FastDivmod(s.out_channels),
+                                      FastDivmod(s.kernel_w),
+                                      FastDivmod(s.width),
+                                      FastDivmod(uint32_t(pixels))};
+  const bool wide = s.out_channels % wide_vec<T>() == 0 && aligned16(grad_out) && aligned16(weight);
+  return launch_tiles<GradInputPass<T>, T>(p, choice, wide, s.batch * pixels, s.in_channels, stream);
+}
+
+template <typename T>
+size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& s, KernelChoice choice) {
+  return size_t(choice.split_k < 1 ? 1 : choice.split_k) * s.groups * s.out_channels * s.in_channels * s.kernel_h *
+         s.kernel_w * sizeof(AccOf<T>);
 }
 
 template <typename T>
 cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, const int64_t* order,
-                                                const int64_t* offsets, T* grad_weight, const ConvShape& s,
-                                                cudaStream_t stream) {
-  const int64_t rows_per_sample = static_cast<int64_t>(s.out_height) * s.out_width;
-  if (s.batch == 0 || rows_per_sample == 0) return cudaSuccess;
-  const int64_t depth = static_cast<int64_t>(s.in_channels) * s.kernel_h * s.kernel_w;
-  const int64_t k_tiles = ceil_div(depth, kTileCols), co_tiles = ceil_div(s.out_channels, kTileRows);
-  if (k_tiles > 65535 || co_tiles > 65535) return cudaErrorInvalidConfiguration;
-  // Chunks long enough to amortise the atomic adds, short enough to give the GPU enough blocks.
-  const int64_t total_rows = s.batch * rows_per_sample;
-  const int64_t chunks = ceil_div(kTargetWeightGradBlocks, k_tiles * co_tiles);
-  const int64_t chunk_rows = ceil_div(ceil_div(total_rows, chunks), kTileDepth) * kTileDepth;
-  const dim3 grid(static_cast<unsigned>(ceil_div(total_rows, chunk_rows) + s.groups), static_cast<unsigned>(k_tiles),
-                  static_cast<unsigned>(co_tiles));
-  grouped_weight_grad<T><<<grid, kThreads, 0, stream>>>(grad_out, x, order, offsets, grad_weight, s, chunk_rows);
+                                                const int64_t* offsets, T* grad_weight, void* workspace,
+                                                const ConvShape& s, KernelChoice c, cudaStream_t stream) {
+  using Pass = GradWeightPass<T>;
+  const int64_t pixels = int64_t(s.out_height) * s.out_width;
+  const int depth = s.kernel_h * s.kernel_w * s.in_channels;
+  const int splits = c.split_k < 1 ? 1 : c.split_k;
+  typename Pass::Params p{grad_out,
+                          x,
+                          static_cast<AccOf<T>*>(workspace),
+                          order,
+                          offsets,
+                          s,
+                          splits,
+                          depth,
+                          FastDivmod(s.in_channels),
+                          FastDivmod(s.kernel_w),
+                          FastDivmod(s.out_width),
+                          FastDivmod(uint32_t(pixels > 0 ? pixels : 1))};
+  const bool wide = s.in_channels % wide_vec<T>() == 0 && s.out_channels % wide_vec<T>() == 0 && aligned16(grad_out) &&
+                    aligned16(x);
+  if (!c.tensor_core || std::is_same<T, double>::value) c.tile = TileShape::k64x64;
+  int bm = 64, bn = 64;
+  if (c.tile == TileShape::k128x128) bm = bn = 128;
+  if (c.tile == TileShape::k128x64) bm = 128;
+  const int64_t gx = int64_t(s.groups) * splits, gy = ceil_div(s.out_channels, bm), gz = ceil_div(depth, bn);
+  if (gx > 0x7fffffff || gy > 65535 || gz > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(gz));
+  cudaError_t st;
+  switch (c.tile) {
+    case TileShape::k128x128: st = launch_vec<Pass, T, 128, 128>(p, c.tensor_core, wide, grid, stream); break;
+    case TileShape::k128x64: st = launch_vec<Pass, T, 128, 64>(p, c.tensor_core, wide, grid, stream); break;
+    default: st = launch_vec<Pass, T, 64, 64>(p, c.tensor_core, wide, grid, stream); break;
+  }
+  if (st != cudaSuccess) return st;
+  const int64_t per_split = int64_t(s.groups) * s.out_channels * depth;
+  if (per_split == 0) return cudaSuccess;
+  const unsigned blocks = unsigned(ceil_div(per_split, kThreads) < 4096 ? ceil_div(per_split, kThreads) : 4096);
+  const int taps = s.kernel_h * s.kernel_w;
+  reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split, s.in_channels, taps);
   return cudaGetLastError();
 }
 
 #define HAMFAST_INSTANTIATE(T)                                                                                     \
   template cudaError_t launch_grouped_conv_forward<T>(const T*, const T*, const T*, const int64_t*, const int64_t*, \
-                                                      T*, const ConvShape&, cudaStream_t);                          \
+                                                      T*, OutStrides, const ConvShape&, KernelChoice, cudaStream_t);   \
   template cudaError_t launch_grouped_conv_backward_input<T>(const T*, const T*, const int64_t*, const int64_t*,    \
-                                                             T*, const ConvShape&, cudaStream_t);                   \
+                                                             T*, OutStrides, const ConvShape&, KernelChoice,        \
+                                                             cudaStream_t);                                        \
+  template size_t grouped_conv_backward_weight_workspace_bytes<T>(const ConvShape&, KernelChoice);                  \
   template cudaError_t launch_grouped_conv_backward_weight<T>(const T*, const T*, const int64_t*, const int64_t*,   \
-                                                              T*, const ConvShape&, cudaStream_t);
+                                                              T*, void*, const ConvShape&, KernelChoice, cudaStream_t);
 
 HAMFAST_INSTANTIATE(float)
 HAMFAST_INSTANTIATE(double)
+HAMFAST_INSTANTIATE(bf16_t)
+HAMFAST_INSTANTIATE(f16_t)
 
 }  // namespace cuda
 }  // namespace hamfast

@@ -1,14 +1,24 @@
 // Launchers of the grouped-convolution CUDA kernels. Plain CUDA, no torch headers, so this part
-// compiles fast; csrc/cuda/grouped_conv_cuda.cpp checks arguments, allocates and calls these.
+// compiles fast; csrc/cuda/grouped_conv_cuda.cpp checks arguments, reorders layouts, allocates and
+// calls these.
 //
-// Every launcher covers all groups in ONE kernel launch. The batch is addressed through the group
-// plan: order[offsets[g] .. offsets[g+1]) are the sample indices of group g (device pointers).
-// All tensors are contiguous NCHW; weight is [groups, out_channels, in_channels, kernel_h, kernel_w].
+// Every launcher covers all groups in ONE kernel launch (grad-weight: one GEMM launch plus one
+// deterministic reduce). The batch is addressed through the group plan: order[offsets[g] ..
+// offsets[g+1]) are the sample indices of group g (device pointers, never read on the host).
+// Layouts the kernels read (the .cpp converts once per call):
+//   activations (x, grad_out)  NHWC (channels_last), contiguous;
+//   forward weight             [G, Cout, kh, kw, Cin];
+//   grad-input weight          [G, Cin, kh, kw, Cout];
+//   grad-weight result         [G, Cout, Cin, kh, kw] (PyTorch's layout, written by the reduce).
+// Outputs of forward / grad-input are written through OutStrides, so NCHW or NHWC as the caller wants.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+
+#include "mma.cuh"
 
 namespace hamfast {
 namespace cuda {
@@ -20,23 +30,46 @@ struct ConvShape {
   int stride, padding, out_height, out_width;
 };
 
-// out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias may be null.
+// Element strides of a [batch, channels, pixels] output; pixel = row * width + column.
+struct OutStrides {
+  int64_t sample, channel, pixel;
+};
+
+enum class TileShape : int { k128x128 = 0, k128x64 = 1, k64x64 = 2 };
+
+// What one pass runs. tensor_core: mma.sync (tf32 for float32, bf16/f16 for 16-bit; needs sm_80);
+// otherwise exact SIMT FMA (float32, float64). split_k: grad-weight only, >= 1.
+struct KernelChoice {
+  bool tensor_core;
+  TileShape tile;
+  int split_k;
+};
+
+const char* tile_name(TileShape tile);  // "128x128", ...; defined in dispatch.cpp
+
+// out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias ([G, Cout]) may be null.
 template <typename T>
-cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bias, const int64_t* order,
-                                        const int64_t* offsets, T* out, const ConvShape& shape, cudaStream_t stream);
+cudaError_t launch_grouped_conv_forward(const T* x_nhwc, const T* weight_krsc, const T* bias, const int64_t* order,
+                                        const int64_t* offsets, T* out, OutStrides out_strides, const ConvShape& shape,
+                                        KernelChoice choice, cudaStream_t stream);
 
 // grad_x[b] = conv_transpose2d(grad_out[b], weight[g(b)]).
 template <typename T>
-cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weight, const int64_t* order,
-                                               const int64_t* offsets, T* grad_x, const ConvShape& shape,
-                                               cudaStream_t stream);
+cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* weight_crsk, const int64_t* order,
+                                               const int64_t* offsets, T* grad_x, OutStrides grad_x_strides,
+                                               const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
 
-// grad_weight[g] += sum over the samples b of group g of grad_out[b] (x) im2col(x[b]).
-// grad_weight must be zero-filled by the caller; groups without samples stay zero.
+// Bytes of the fp32 (fp64 for double) workspace of launch_grouped_conv_backward_weight:
+// split_k * G * Cout * Cin * kh * kw accumulators.
 template <typename T>
-cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, const int64_t* order,
-                                                const int64_t* offsets, T* grad_weight, const ConvShape& shape,
-                                                cudaStream_t stream);
+size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& shape, KernelChoice choice);
+
+// grad_weight[g] = sum over the samples b of group g of grad_out[b] (x) im2col(x[b]); every element
+// is written (groups without samples get zeros). Bitwise reproducible: no atomics.
+template <typename T>
+cudaError_t launch_grouped_conv_backward_weight(const T* grad_out_nhwc, const T* x_nhwc, const int64_t* order,
+                                                const int64_t* offsets, T* grad_weight, void* workspace,
+                                                const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace hamfast

@@ -1,91 +1,290 @@
-// Runs csrc/cuda/grouped_conv_kernels.cu on the host (see cuda_runtime.h beside this file) in
-// float64 and compares all three passes with direct convolution loops. Exit status: the number of
-// failed comparisons. The test compiles this with -DKERNELS_SOURCE pointing at the rewritten .cu.
+// Runs csrc/cuda/grouped_conv_kernels.cu on the host (cuda_runtime.h and emulated_device.h beside
+// this file) and compares all three passes, on every precision path, BITWISE with direct
+// convolution loops in exact integer arithmetic. Inputs are small integers ([-8, 8] for float32 /
+// TF32 / float64, [-5, 5] for bf16 / f16) so that every product and sum is exact in the fp32
+// accumulators; the result is then rounded once to the output type, as the kernels do.
+// Usage: check_kernels            all cases; exit status = number of failed comparisons
+//        check_kernels N          case N only
+//        check_kernels malformed  malformed plans (build with -fsanitize=address): must not crash
+//        check_kernels convert IN OUT   the float -> bf16 / f16 conversions, for comparison with torch
+//        check_kernels dispatch SM_MAJOR SM_COUNT   the dispatcher's choices for CBRTiny layers
+// The test compiles this with -DKERNELS_SOURCE pointing at the .cu with its launches rewritten.
 #include KERNELS_SOURCE
 
-#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "dispatch.h"
 #include <random>
+#include <string>
 #include <vector>
 
-using hamfast::cuda::ConvShape;
+using namespace hamfast::cuda;
 
 namespace {
 
 int failures = 0;
 
-void compare(const char* case_name, const char* pass, const std::vector<double>& got, const std::vector<double>& want) {
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-  const bool ok = worst <= 1e-9;
-  failures += !ok;
-  std::printf("%s %-32s %-12s max|diff| = %.3g over %zu values\n", ok ? "ok  " : "FAIL", case_name, pass, worst,
-              got.size());
+template <typename T>
+T from_int(int64_t v) {
+  return from_acc<T>(AccOf<T>(v));
+}
+template <typename T>
+T poison() {
+  T v;
+  std::memset(&v, 0xFF, sizeof(T));  // NaN in every floating type
+  return v;
 }
 
-void run_case(const char* name, int in_channels, int height, int width, int out_channels, int kernel, int stride,
-              int padding, int groups, const std::vector<int64_t>& group) {
-  const int batch = static_cast<int>(group.size());
-  const int out_h = (height + 2 * padding - kernel) / stride + 1, out_w = (width + 2 * padding - kernel) / stride + 1;
-  std::mt19937 rng(42);
-  std::normal_distribution<double> normal;
-  std::vector<double> x(size_t(batch) * in_channels * height * width), weight(size_t(groups) * out_channels * in_channels * kernel * kernel),
-      bias(size_t(groups) * out_channels), grad_out(size_t(batch) * out_channels * out_h * out_w);
-  for (auto* v : {&x, &weight, &bias, &grad_out})
-    for (auto& e : *v) e = normal(rng);
+struct Case {
+  std::string name;
+  int cin, h, w, cout, k, stride, pad, groups;
+  std::vector<int64_t> group;  // group of each sample
+};
 
-  std::vector<int64_t> order(batch), offsets(groups + 1, 0);
-  for (int64_t g : group) offsets[g + 1]++;
-  for (int g = 0; g < groups; ++g) offsets[g + 1] += offsets[g];
-  std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
-  for (int b = 0; b < batch; ++b) order[next[group[b]]++] = b;
+struct Plan {
+  std::vector<int64_t> order, offsets;
+};
+Plan make_plan(const Case& c) {
+  Plan p{std::vector<int64_t>(c.group.size()), std::vector<int64_t>(c.groups + 1, 0)};
+  for (int64_t g : c.group) p.offsets[g + 1]++;
+  for (int g = 0; g < c.groups; ++g) p.offsets[g + 1] += p.offsets[g];
+  std::vector<int64_t> next(p.offsets.begin(), p.offsets.end() - 1);
+  for (size_t b = 0; b < c.group.size(); ++b) p.order[next[c.group[b]]++] = int64_t(b);
+  return p;
+}
 
-  std::vector<double> out_ref(grad_out.size()), grad_x_ref(x.size(), 0), grad_w_ref(weight.size(), 0);
-  for (int b = 0; b < batch; ++b) {
-    const int g = static_cast<int>(group[b]);
-    for (int co = 0; co < out_channels; ++co)
-      for (int oh = 0; oh < out_h; ++oh)
-        for (int ow = 0; ow < out_w; ++ow) {
-          const size_t o = ((size_t(b) * out_channels + co) * out_h + oh) * out_w + ow;
-          double acc = bias[size_t(g) * out_channels + co];
-          for (int ci = 0; ci < in_channels; ++ci)
-            for (int r = 0; r < kernel; ++r)
-              for (int c = 0; c < kernel; ++c) {
-                const int ih = oh * stride - padding + r, iw = ow * stride - padding + c;
-                if (ih < 0 || ih >= height || iw < 0 || iw >= width) continue;
-                const size_t xi = ((size_t(b) * in_channels + ci) * height + ih) * width + iw;
-                const size_t wi = (((size_t(g) * out_channels + co) * in_channels + ci) * kernel + r) * kernel + c;
-                acc += x[xi] * weight[wi];
-                grad_x_ref[xi] += grad_out[o] * weight[wi];
-                grad_w_ref[wi] += grad_out[o] * x[xi];
+template <typename T>
+void compare(const std::string& what, const std::vector<T>& got, const std::vector<T>& want) {
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0 && bad++ == 0) first = i;
+  failures += bad != 0;
+  if (bad)
+    std::printf("FAIL %-62s %zu of %zu differ, first at %zu: %g vs %g\n", what.c_str(), bad, got.size(), first,
+                double(to_float(got[first])), double(to_float(want[first])));
+  else
+    std::printf("ok   %-62s %zu values bitwise equal\n", what.c_str(), got.size());
+}
+
+// One precision path (T, tensor cores or not) on one case: forward, grad-input, grad-weight.
+template <typename T>
+void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile, int split_k, bool nhwc_out, int range,
+              unsigned seed) {
+  const int B = int(c.group.size()), G = c.groups, Cin = c.cin, Cout = c.cout, H = c.h, W = c.w, K = c.k;
+  const int OH = (H + 2 * c.pad - K) / c.stride + 1, OW = (W + 2 * c.pad - K) / c.stride + 1;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(-range, range);
+  auto fill = [&](size_t n) {
+    std::vector<int64_t> v(n);
+    for (auto& e : v) e = dist(rng);
+    return v;
+  };
+  // Logical tensors in PyTorch layouts (NCHW, [G, Cout, Cin, kh, kw]).
+  const auto x = fill(size_t(B) * Cin * H * W), wt = fill(size_t(G) * Cout * Cin * K * K), bias = fill(size_t(G) * Cout),
+             dy = fill(size_t(B) * Cout * OH * OW);
+  std::vector<int64_t> out_ref(dy.size()), gx_ref(x.size(), 0), gw_ref(wt.size(), 0);
+  auto xi = [&](int b, int ci, int y, int xx) { return ((size_t(b) * Cin + ci) * H + y) * W + xx; };
+  auto wi = [&](int g, int co, int ci, int r, int s) { return (((size_t(g) * Cout + co) * Cin + ci) * K + r) * K + s; };
+  auto oi = [&](int b, int co, int oh, int ow) { return ((size_t(b) * Cout + co) * OH + oh) * OW + ow; };
+  for (int b = 0; b < B; ++b) {
+    const int g = int(c.group[b]);
+    for (int co = 0; co < Cout; ++co)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          int64_t acc = bias[size_t(g) * Cout + co];
+          for (int ci = 0; ci < Cin; ++ci)
+            for (int r = 0; r < K; ++r)
+              for (int s = 0; s < K; ++s) {
+                const int y = oh * c.stride - c.pad + r, xx = ow * c.stride - c.pad + s;
+                if (y < 0 || y >= H || xx < 0 || xx >= W) continue;
+                acc += x[xi(b, ci, y, xx)] * wt[wi(g, co, ci, r, s)];
+                gx_ref[xi(b, ci, y, xx)] += dy[oi(b, co, oh, ow)] * wt[wi(g, co, ci, r, s)];
+                gw_ref[wi(g, co, ci, r, s)] += dy[oi(b, co, oh, ow)] * x[xi(b, ci, y, xx)];
               }
-          out_ref[o] = acc;
+          out_ref[oi(b, co, oh, ow)] = acc;
         }
   }
+  // Kernel layouts: NHWC activations, [G, Cout, kh, kw, Cin] and [G, Cin, kh, kw, Cout] weights.
+  std::vector<T> x_nhwc(x.size()), dy_nhwc(dy.size()), w_krsc(wt.size()), w_crsk(wt.size()), bias_t(bias.size());
+  for (int b = 0; b < B; ++b)
+    for (int ci = 0; ci < Cin; ++ci)
+      for (int y = 0; y < H; ++y)
+        for (int xx = 0; xx < W; ++xx) x_nhwc[((size_t(b) * H + y) * W + xx) * Cin + ci] = from_int<T>(x[xi(b, ci, y, xx)]);
+  for (int b = 0; b < B; ++b)
+    for (int co = 0; co < Cout; ++co)
+      for (int p = 0; p < OH * OW; ++p) dy_nhwc[(size_t(b) * OH * OW + p) * Cout + co] = from_int<T>(dy[(size_t(b) * Cout + co) * OH * OW + p]);
+  for (int g = 0; g < G; ++g)
+    for (int co = 0; co < Cout; ++co)
+      for (int ci = 0; ci < Cin; ++ci)
+        for (int r = 0; r < K; ++r)
+          for (int s = 0; s < K; ++s) {
+            const T v = from_int<T>(wt[wi(g, co, ci, r, s)]);
+            w_krsc[(((size_t(g) * Cout + co) * K + r) * K + s) * Cin + ci] = v;
+            w_crsk[(((size_t(g) * Cin + ci) * K + r) * K + s) * Cout + co] = v;
+          }
+  for (size_t i = 0; i < bias.size(); ++i) bias_t[i] = from_int<T>(bias[i]);
 
-  const ConvShape s{batch, in_channels, height, width, groups, out_channels, kernel, kernel, stride, padding, out_h, out_w};
-  std::vector<double> out(out_ref.size()), grad_x(x.size()), grad_w(weight.size(), 0);
-  hamfast::cuda::launch_grouped_conv_forward<double>(x.data(), weight.data(), bias.data(), order.data(), offsets.data(),
-                                                     out.data(), s, nullptr);
-  hamfast::cuda::launch_grouped_conv_backward_input<double>(grad_out.data(), weight.data(), order.data(),
-                                                            offsets.data(), grad_x.data(), s, nullptr);
-  hamfast::cuda::launch_grouped_conv_backward_weight<double>(grad_out.data(), x.data(), order.data(), offsets.data(),
-                                                             grad_w.data(), s, nullptr);
-  compare(name, "forward", out, out_ref);
-  compare(name, "grad-input", grad_x, grad_x_ref);
-  compare(name, "grad-weight", grad_w, grad_w_ref);
+  const Plan plan = make_plan(c);
+  const ConvShape shape{B, Cin, H, W, G, Cout, K, K, c.stride, c.pad, OH, OW};
+  const KernelChoice choice{tensor_core, tile, split_k};
+  // Expected results in the output layout (NCHW or NHWC), rounded once to T.
+  auto expect = [&](const std::vector<int64_t>& ref, int channels, int pixels, bool nhwc) {
+    std::vector<T> e(ref.size());
+    for (int b = 0; b < B; ++b)
+      for (int ch = 0; ch < channels; ++ch)
+        for (int p = 0; p < pixels; ++p) {
+          const size_t src = (size_t(b) * channels + ch) * pixels + p;
+          e[nhwc ? (size_t(b) * pixels + p) * channels + ch : src] = from_int<T>(ref[src]);
+        }
+    return e;
+  };
+  auto strides = [&](int channels, int pixels) {
+    return nhwc_out ? OutStrides{int64_t(channels) * pixels, 1, channels} : OutStrides{int64_t(channels) * pixels, pixels, 1};
+  };
+  char label[160];
+  std::snprintf(label, sizeof(label), "%s | %s %s split%d %s", c.name.c_str(), path, tensor_core ? tile_name(tile) : "simt",
+                split_k, nhwc_out ? "NHWC" : "NCHW");
+
+  std::vector<T> out(out_ref.size(), poison<T>());
+  int st = launch_grouped_conv_forward<T>(x_nhwc.data(), w_krsc.data(), bias_t.data(), plan.order.data(),
+                                          plan.offsets.data(), out.data(), strides(Cout, OH * OW), shape, choice, nullptr);
+  if (st) std::printf("launch error %d\n", st), ++failures;
+  compare(std::string(label) + " forward", out, expect(out_ref, Cout, OH * OW, nhwc_out));
+
+  std::vector<T> gx(gx_ref.size(), poison<T>());
+  st = launch_grouped_conv_backward_input<T>(dy_nhwc.data(), w_crsk.data(), plan.order.data(), plan.offsets.data(),
+                                             gx.data(), strides(Cin, H * W), shape, choice, nullptr);
+  if (st) std::printf("launch error %d\n", st), ++failures;
+  compare(std::string(label) + " grad-input", gx, expect(gx_ref, Cin, H * W, nhwc_out));
+
+  std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(shape, choice), 0xFF);
+  std::vector<T> gw(gw_ref.size(), poison<T>()), gw2(gw_ref.size(), poison<T>());
+  st = launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
+                                              gw.data(), ws.data(), shape, choice, nullptr);
+  if (st) std::printf("launch error %d\n", st), ++failures;
+  std::vector<T> gw_want(gw_ref.size());
+  for (size_t i = 0; i < gw_ref.size(); ++i) gw_want[i] = from_int<T>(gw_ref[i]);
+  compare(std::string(label) + " grad-weight", gw, gw_want);
+  std::fill(ws.begin(), ws.end(), 0x7F);
+  launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
+                                         gw2.data(), ws.data(), shape, choice, nullptr);
+  compare(std::string(label) + " grad-weight rerun", gw2, gw);
+}
+
+// Every precision path of one case; tile shape, split-K and output layout rotate with `variant`.
+void run_case(const Case& c, int variant) {
+  const TileShape tiles[] = {TileShape::k128x128, TileShape::k128x64, TileShape::k64x64};
+  const TileShape tile = tiles[variant % 3];
+  const int split = 1 + variant % 3;
+  const bool nhwc = variant % 2 == 1;
+  run_path<double>(c, "float64", false, tile, split, nhwc, 8, 1 + variant);
+  run_path<float>(c, "float32", false, tile, split, !nhwc, 8, 2 + variant);
+  run_path<float>(c, "tf32", true, tile, split, nhwc, 8, 3 + variant);
+  run_path<bf16_t>(c, "bf16", true, tiles[(variant + 1) % 3], split, !nhwc, 5, 4 + variant);
+  run_path<f16_t>(c, "f16", true, tiles[(variant + 2) % 3], split, nhwc, 5, 5 + variant);
+}
+
+// Malformed plans: offsets out of range / decreasing, order entries out of range or repeated.
+// Nothing is compared (the results are undefined); under AddressSanitizer any access outside the
+// buffers aborts the program.
+template <typename T>
+void run_malformed(bool tensor_core) {
+  const int B = 5, G = 4, Cin = 8, H = 7, W = 6, Cout = 16, K = 3, OH = 5, OW = 4;
+  const ConvShape s{B, Cin, H, W, G, Cout, K, K, 1, 0, OH, OW};
+  const std::vector<std::vector<int64_t>> offsets = {
+      {0, 7, 2, 9, 5}, {-4, 3, 1, 100, -2}, {3, 3, 3, 3, 3}, {0, 5, 5, 5, 99}, {5, 0, 0, 0, 5}};
+  const std::vector<std::vector<int64_t>> orders = {
+      {0, 1, 2, 3, 4}, {-1, 5, 1000000, 2, -7}, {4, 4, 4, 4, 4}, {INT64_MIN, INT64_MAX, 0, 1, 2}};
+  for (size_t i = 0; i < offsets.size() + 1; ++i) {
+    const auto& off = offsets[i % offsets.size()];
+    const auto& ord = orders[i % orders.size()];
+    {
+      const KernelChoice choice{tensor_core, i % 2 ? TileShape::k128x128 : TileShape::k64x64, 2};
+        std::vector<T> x(size_t(B) * H * W * Cin, from_int<T>(1)), w(size_t(G) * Cout * K * K * Cin, from_int<T>(1)),
+            bias(size_t(G) * Cout, from_int<T>(1)), dy(size_t(B) * OH * OW * Cout, from_int<T>(1)), out(dy.size()),
+            gx(x.size()), gw(w.size());
+        std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(s, choice));
+        const OutStrides os{int64_t(Cout) * OH * OW, OH * OW, 1}, is{int64_t(Cin) * H * W, 1, Cin};
+        const std::vector<int64_t> o(off), r(ord);  // exact-size heap copies
+        int st = launch_grouped_conv_forward<T>(x.data(), w.data(), bias.data(), r.data(), o.data(), out.data(), os, s,
+                                                choice, nullptr);
+        st |= launch_grouped_conv_backward_input<T>(dy.data(), w.data(), r.data(), o.data(), gx.data(), is, s, choice,
+                                                    nullptr);
+        st |= launch_grouped_conv_backward_weight<T>(dy.data(), x.data(), r.data(), o.data(), gw.data(), ws.data(), s,
+                                                     choice, nullptr);
+        if (st) ++failures;
+      }
+  }
+  std::printf("ok   malformed plans %s %s: no access outside the buffers\n", sizeof(T) == 2 ? "16-bit" : "float",
+              tensor_core ? "tensor-core" : "simt");
 }
 
 }  // namespace
 
-int main() {
+// float32 bit patterns (file `in`) -> bf16 and f16 bits of the kernels' conversions (file `out`,
+// two uint16 per input), for the comparison with torch's rounding in the test.
+int convert(const char* in, const char* out) {
+  FILE* f = std::fopen(in, "rb");
+  if (!f) return 1;
+  std::vector<uint32_t> bits;
+  uint32_t u;
+  while (std::fread(&u, 4, 1, f) == 1) bits.push_back(u);
+  std::fclose(f);
+  std::vector<uint16_t> res;
+  for (uint32_t b : bits) {
+    const float v = bits_float(b);
+    res.push_back(float_to_bf16(v).bits);
+    res.push_back(float_to_f16(v).bits);
+  }
+  f = std::fopen(out, "wb");
+  std::fwrite(res.data(), 2, res.size(), f);
+  std::fclose(f);
+  return 0;
+}
+
+// The dispatcher's decisions for the CBRTiny layers (128 px, G = 15) on a described device, one
+// line per pass: "<dtype> <Cin> <Cout> <B> <pass>: <description> | <why>".
+int print_dispatch(int sm_major, int sm_count) {
+  const DeviceInfo dev{sm_major, 0, sm_count, "emulated"};
+  const int layers[4][3] = {{4, 64, 128}, {64, 128, 61}, {128, 256, 28}, {256, 512, 11}};
+  const Precision precisions[] = {Precision::kFloat64, Precision::kFloat32, Precision::kTF32, Precision::kBFloat16,
+                                  Precision::kFloat16};
+  for (Precision prec : precisions)
+    for (const auto& l : layers)
+      for (int batch : {16, 256})
+        for (PassKind pass : {PassKind::kForward, PassKind::kGradInput, PassKind::kGradWeight}) {
+          const ConvShape s{batch, l[0], l[2], l[2], 15, l[1], 5, 5, 1, 0, l[2] - 4, l[2] - 4};
+          const Decision d = choose(pass, prec, s, dev);
+          std::printf("%d %d %d %d %s: %s | %s\n", int(prec), l[0], l[1], batch, pass_name(pass),
+                      describe(d, prec).c_str(), d.why.c_str());
+        }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 3 && std::string(argv[1]) == "dispatch") return print_dispatch(std::atoi(argv[2]), std::atoi(argv[3]));
+  if (argc > 3 && std::string(argv[1]) == "convert") return convert(argv[2], argv[3]);
+  if (argc > 1 && std::string(argv[1]) == "malformed") {
+    run_malformed<float>(true);
+    run_malformed<float>(false);
+    run_malformed<bf16_t>(true);
+    return failures;
+  }
   // name, Cin, H, W, Cout, k, stride, padding, G, group of each sample
-  run_case("k3 mixed unsorted", 3, 9, 8, 5, 3, 1, 0, 3, {2, 0, 2, 1, 0});
-  run_case("k3 stride2 pad1 unused groups", 2, 11, 10, 3, 3, 2, 1, 4, {3, 3, 0, 3});
-  run_case("k5 pad2 Cout 70 (two col tiles)", 4, 12, 12, 70, 5, 1, 2, 2, {1, 0, 1});
-  run_case("k1 G15 two samples", 5, 7, 9, 4, 1, 1, 0, 15, {14, 3});
-  run_case("k5 stride2 pad2 depth 500", 20, 14, 14, 8, 5, 2, 2, 2, {0, 1, 1, 0, 1, 1});
-  run_case("cbrtiny layer1 shape", 4, 14, 14, 64, 5, 1, 0, 3, {1, 2, 1, 0});
-  run_case("single sample", 3, 6, 6, 2, 5, 1, 0, 1, {0});
+  const std::vector<Case> cases = {
+      {"k3 odd B unsorted", 3, 9, 8, 5, 3, 1, 0, 3, {2, 0, 2, 1, 0}},
+      {"k3 stride2 pad1 empty groups", 2, 11, 10, 3, 3, 2, 1, 4, {3, 3, 0, 3}},
+      {"layer1-like Cin4 k5", 4, 12, 12, 64, 5, 1, 0, 3, {1, 2, 1, 0}},
+      {"G15 two samples k1", 5, 7, 9, 4, 1, 1, 0, 15, {14, 3}},
+      {"one group B1 Cin8", 8, 6, 6, 16, 5, 1, 0, 1, {0}},
+      {"Cout136 two column tiles", 16, 5, 5, 136, 3, 1, 1, 2, {1, 0, 1}},
+      {"k5 stride2 pad2 Cin20", 20, 9, 9, 8, 5, 2, 2, 2, {0, 1, 1, 0, 1}},
+      {"tiles cross samples", 8, 11, 11, 24, 3, 1, 0, 3, {0, 0, 1, 0, 2, 2, 0}},
+  };
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
+  for (size_t i = 0; i < cases.size(); ++i)
+    if (only < 0 || only == int(i)) run_case(cases[i], int(i));
   return failures;
 }
