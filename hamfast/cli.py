@@ -292,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_parser(sub) -> None:
-    demo = DEMO_OVERRIDES
+    demo = dict(PRESETS["quick"], **DEMO_OVERRIDES)
     widths = " ".join(map(str, demo["widths"]))
     p = _add(sub, "demo", "synthetic cohort + reduced Experiment A, in a few minutes on a CPU",
              "On a fresh machine: write the synthetic cohort, run a reduced Experiment A (every method, completeness "
              f"100/75/50/25 %, the quick preset made smaller: widths {widths}, {demo['size']} px slices, "
-             f"{demo['kernel_size']}x{demo['kernel_size']} kernels, {demo['iterations']} iterations, no augmentation), print "
+             f"{demo['kernel_size']}x{demo['kernel_size']} kernels, {demo['iterations']} iterations, augmentation {'on' if demo['augment'] else 'off'}), print "
              "Table 1a and write the plots into OUT/experiment_a. Rerunning reuses the cohort and the finished tasks.")
     p.add_argument("--out", type=Path, default=DEFAULT_DEMO_OUT, help="output folder")
     p.add_argument("--runs", type=_positive_int, default=demo["runs"], help="runs")
