@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hamfast.models import METHODS
+from hamfast.training.trainer import PRECISIONS
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
 __all__ = [
@@ -92,8 +93,8 @@ class ExperimentSettings:
         split: ``"per-run"`` (each run its own stratified split) or ``"fixed"``.
         test_size: test cases per split (stratified).
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
-        widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it: training
-            (``hamfast.training.TrainConfig``).
+        widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it, precision: training
+            (``hamfast.training.TrainConfig``; ``precision`` is ``"fp32"``, ``"tf32"`` or ``"bf16"``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
             ``cv_every`` steps, then retrain on the whole train set.
@@ -121,6 +122,7 @@ class ExperimentSettings:
     augment: bool = True
     n_it: int = 10
     cv_folds: int = 5
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -146,6 +148,7 @@ class ExperimentSettings:
             _check(len(self.completeness) == 1, f"experiment b trains at one completeness, got {self.completeness}")
         _check(len(self.subsets) > 0, "subsets must not be empty")
         _check(self.stop in STOP_RULES, f"stop must be one of {STOP_RULES}, got {self.stop!r}")
+        _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
         for name in ("iterations", "cv_every", "test_size", "batch_size", "cv_folds", "n_it"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")

@@ -139,6 +139,7 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         device=device,
         augment=settings.augment,
         n_it=settings.n_it,
+        precision=settings.precision,
     )
     cv = None
     if settings.stop == "cv":

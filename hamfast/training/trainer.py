@@ -25,6 +25,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -42,6 +43,7 @@ from hamfast.training.sampling import make_sampler
 Tensor = torch.Tensor
 
 __all__ = [
+    "PRECISIONS",
     "SCHEDULES",
     "TrainConfig",
     "TrainResult",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("paper", "mixed")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -77,6 +80,13 @@ class TrainConfig:
             current weights on the training samples (precise BN,
             :func:`hamfast.training.recalibrate.recalibrate_pattern_norms`) before each callback
             and at the end; without it, rarely trained patterns keep stale statistics.
+        precision: the arithmetic of the training steps. ``"fp32"`` (default): float32 with TF32
+            off (``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
+            False for the run), the same numbers on CPU and GPU; ``"tf32"``: both flags True (a
+            GPU's tensor cores round float32 operands to 10-bit mantissas; no effect on CPU);
+            ``"bf16"``: forward and loss under ``torch.autocast(device_type, torch.bfloat16)``
+            (weights, gradients and optimiser state stay float32; TF32 off for what autocast
+            keeps in float32). Prediction and batch-norm recalibration run in float32.
     """
 
     method: str
@@ -95,6 +105,7 @@ class TrainConfig:
     num_classes: int = 3
     focal_gamma: float = 2.0
     recalibrate: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -102,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
         for name in ("iterations", "batch_size", "n_it", "num_classes", "hidden", "kernel_size"):
@@ -252,12 +265,15 @@ def train(
         bar = tqdm(total=config.iterations, desc=config.method, unit="it", dynamic_ncols=True)
     recalibrated_at = None
     model.train()
+    precision = contextlib.ExitStack()
+    precision.enter_context(_tf32(config.precision == "tf32"))
     try:
         for iteration in range(1, config.iterations + 1):
             index, mu = sampler()
             x, mu = _batch(source, index, mu, augment, device)
             target = labels[index].to(device)[:, None]
-            loss = _step_loss(model, loss_fn, x, mu, target)
+            with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+                loss = _step_loss(model, loss_fn, x, mu, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,11 +290,23 @@ def train(
                     history["stopped_early"] = True
                     break
     finally:
+        precision.close()
         if bar is not None:
             bar.close()
     if recalibrated_at != history["iterations"]:
         _recalibrate(model, config, source, available, history["iterations"])
     return TrainResult(model.eval(), config, history)
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """TF32 for cuDNN convolutions and CUDA matmuls on (or off) inside, the previous flags restored after."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _recalibrate(model: nn.Module, config: TrainConfig, images: Tensor, available: Tensor, iteration: int) -> int:
