@@ -119,7 +119,7 @@ def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, 
     if not isinstance(weight, Tensor) or weight.dim() != 5:
         raise ValueError(f"weight must be a 5-D tensor [G, Cout, Cin, kh, kw], got {_describe(weight)}")
     if x.dtype not in DTYPES:
-        raise TypeError(f"x must be one of {', '.join(map(str, DTYPES))}, got {x.dtype}")
+        raise TypeError(f"x must be floating point, one of {', '.join(map(str, DTYPES))}; got {x.dtype}")
     if weight.dtype != x.dtype:
         raise TypeError(f"weight dtype {weight.dtype} differs from x dtype {x.dtype}")
     if weight.device != x.device:

@@ -153,7 +153,7 @@ def test_a_bad_forced_path_is_a_clear_error(cpu_path):
 def test_unsupported_dtypes_are_refused(dtype):
     x = torch.zeros(2, 3, 6, 6, dtype=dtype)
     weight = torch.zeros(2, 4, 3, 3, 3, dtype=dtype)
-    with pytest.raises(TypeError, match="x must be one of torch.float32, torch.float64, torch.bfloat16, torch.float16"):
+    with pytest.raises(TypeError, match="x must be floating point, one of torch.float32, torch.float64, torch.bfloat16, torch.float16"):
         grouped_conv2d(x, weight, None, torch.tensor([0, 1]))
 
 
