@@ -392,9 +392,12 @@ if _extension.available():
 def _segment_sum(per_sample: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
     """Sum rows of ``per_sample`` [B, C] per group -> [G, C] (zeros for empty groups)."""
     counts = offsets[1:] - offsets[:-1]
-    num_groups = counts.numel()
+    num_groups, batch = counts.numel(), order.numel()
     sorted_group = torch.repeat_interleave(
-        torch.arange(num_groups, device=counts.device), counts, output_size=order.numel()
+        torch.arange(num_groups, device=counts.device), counts, output_size=batch
     )
-    out = per_sample.new_zeros((num_groups, per_sample.shape[1]))
-    return out.index_add(0, sorted_group, per_sample[order])
+    # A one-hot [G, B] matrix product: index_add over the batch axis (a scatter_add) was slower
+    # than the whole bias gradient should be, on CPU.
+    one_hot = per_sample.new_zeros((num_groups, batch))
+    one_hot[sorted_group, order] = 1
+    return one_hot @ per_sample
