@@ -10,7 +10,8 @@ function in plain PyTorch (a loop over the groups present); it is what the fused
 benchmarked against, and what runs when the extension is not built.
 
 A batch is sorted by group once (:func:`make_group_plan`); pass the plan to every layer so a deep
-network does not re-sort per layer.
+network does not re-sort per layer. :func:`explain` says which kernel path each pass of a call
+takes on its device, and why.
 
 Example::
 
@@ -219,9 +220,11 @@ def _fallback_reason(x: Tensor) -> Optional[str]:
 
 def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     """The dtype autocast gives convolutions on ``device_type``, or None when autocast is off."""
-    if not torch.is_autocast_enabled(device_type):
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta, ...)
         return None
-    return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_dtype(device_type) if enabled else None
 
 
 def _autocast_cast(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -273,9 +276,10 @@ def explain(
                 for name in ("forward", "grad-input", "grad-weight")
             )
         )
-    # The CUDA backend reads the plan on the device; the CPU one needs it on the host.
-    offsets = plan.offsets
-    return torch.ops.hamfast.grouped_conv2d_explain(x, weight, offsets, int(stride), int(padding))
+    try:
+        return torch.ops.hamfast.grouped_conv2d_explain(x, weight, plan.offsets, int(stride), int(padding))
+    except NotImplementedError:  # a build whose backend for this device registers no explain
+        return f"hamfast.grouped_conv2d on {x.device.type}, {x.dtype}: this build cannot explain {x.device.type} calls\n"
 
 
 def grouped_conv2d_reference(
