@@ -1,4 +1,5 @@
-"""CPU benchmarks (pytest-benchmark): the fused C++ op against the reference, and HAM's training step.
+"""CPU benchmarks (pytest-benchmark): the fused C++ op against the per-group loop (``reference``) and
+the groups=B fold (``per_sample``), and HAM's training step.
 
 Sized for a small CPU (2 cores, under ~2 minutes in all): CBRTiny's narrow widths (16, 32, 32, 64),
 a 128x128 input, B = 16 spread over G = 15 groups. Not part of the default ``pytest`` run::
@@ -43,7 +44,7 @@ def _skip_without_fused(impl: str) -> None:
         pytest.skip(f"fused op unavailable: {reason}")
 
 
-@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("impl", ["fused", "reference", "per_sample"])
 @pytest.mark.parametrize("pass_", bench.PASSES)
 @pytest.mark.parametrize("layer", sorted(LAYER_ROUNDS), ids=lambda layer: f"layer{layer}")
 def test_conv(benchmark, layer, pass_, impl):
@@ -53,6 +54,8 @@ def test_conv(benchmark, layer, pass_, impl):
     input_sets = [bench.make_conv_inputs(case, impl, generator) for _ in range(INPUT_SETS)]
     benchmark.group = f"conv layer {layer} {pass_}: {case.cin}->{case.cout}, {case.size} px, B={BATCH}, G={GROUPS}"
     benchmark.extra_info.update(impl=impl, gflop=case.flops() / 1e9)
+    if impl == "fused":
+        benchmark.extra_info["explain"] = bench.explain_case(case, CPU)
     rounds = LAYER_ROUNDS[layer] * (FWD_ROUNDS_FACTOR if pass_ == "fwd" else 1)
     benchmark.pedantic(bench.conv_step(impl, pass_), setup=_rotating(input_sets), rounds=rounds, warmup_rounds=2)
 

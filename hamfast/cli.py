@@ -192,6 +192,10 @@ def _add_model_options(parser, defaults: dict) -> None:
                        help="Dropout's drop probability per modality in channel mode (default: 0.25)")
     group.add_argument("--dropout-keep", type=_share, default=None,
                        help="probability that Dropout shows a sample with its own pattern (default: 0)")
+    group.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=defaults.get("precision"),
+                       help="training arithmetic: fp32 (float32, TF32 off: the same numbers on CPU and GPU), "
+                       "tf32 (TF32 tensor cores for float32 convs and matmuls on a GPU), bf16 (forward and loss "
+                       "under torch.autocast in bfloat16; weights stay float32) (default: fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=None,
                    help="slice side in pixels (default: a cohort cache's own; 96 for a BraTS root)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
-    _add_model_options(p, dict(widths=(16, 32, 32, 64), hidden=4, kernel_size=5, batch_size=16, lr=1e-4, schedule="paper"))
+    _add_model_options(p, dict(widths=(16, 32, 32, 64), hidden=4, kernel_size=5, batch_size=16, lr=1e-4, schedule="paper",
+                                 precision="fp32"))
     _add_device(p)
 
     p = _add(sub, "evaluate", "metrics of a checkpoint per test modality subset",
@@ -485,7 +490,7 @@ def _cmd_train(args) -> int:
     config = TrainConfig(
         args.method, schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size, seed=args.seed, device=device,
-        augment=args.augment is not False, **_training_switches(args),
+        augment=args.augment is not False, precision=args.precision, **_training_switches(args),
     )
     log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
              len(train_idx), int(available.all(1).sum()), device)
@@ -626,7 +631,8 @@ def _experiment_settings(args):
         runs=args.runs, methods=args.methods, completeness=args.completeness, seed=args.seed, split=args.split,
         test_size=args.test_size, size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, augment=args.augment,
-        iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, **_training_switches(args),
+        iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, precision=args.precision,
+        **_training_switches(args),
     )
     if args.subsets is not None:
         if args.which == "a":

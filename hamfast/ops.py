@@ -10,7 +10,8 @@ function in plain PyTorch (a loop over the groups present); it is what the fused
 benchmarked against, and what runs when the extension is not built.
 
 A batch is sorted by group once (:func:`make_group_plan`); pass the plan to every layer so a deep
-network does not re-sort per layer.
+network does not re-sort per layer. :func:`explain` says which kernel path each pass of a call
+takes on its device, and why.
 
 Example::
 
@@ -35,7 +36,18 @@ from hamfast import _extension
 
 Tensor = torch.Tensor
 
-__all__ = ["GroupPlan", "make_group_plan", "grouped_conv2d", "grouped_conv2d_reference", "conv_output_size"]
+__all__ = [
+    "DTYPES",
+    "GroupPlan",
+    "make_group_plan",
+    "grouped_conv2d",
+    "grouped_conv2d_reference",
+    "explain",
+    "conv_output_size",
+]
+
+# The element types the op takes (CPU and CUDA): x, weight and bias share one.
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 class GroupPlan(NamedTuple):
@@ -186,8 +198,8 @@ def _check_args(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, 
         raise ValueError(f"x must be a 4-D tensor [B, Cin, H, W], got {_describe(x)}")
     if not isinstance(weight, Tensor) or weight.dim() != 5:
         raise ValueError(f"weight must be a 5-D tensor [G, Cout, Cin, kh, kw], got {_describe(weight)}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"x must be floating point, got {x.dtype}")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"x must be floating point, one of {', '.join(map(str, DTYPES))}; got {x.dtype}")
     if weight.dtype != x.dtype:
         raise TypeError(f"weight dtype {weight.dtype} differs from x dtype {x.dtype}")
     if weight.device != x.device:
@@ -259,32 +271,108 @@ def grouped_conv2d(
     ``out[b] = conv2d(x[b:b+1], weight[group[b]], bias[group[b]], stride, padding)[0]``
 
     Args:
-        x: [B, Cin, H, W], float32 (float64 on CPU; CUDA takes float32 and float64).
+        x: [B, Cin, H, W]; float32, float64, bfloat16 or float16 (CPU and CUDA).
         weight: [G, Cout, Cin, kh, kw], same dtype and device as ``x``.
-        bias: [G, Cout] or None.
+        bias: [G, Cout] or None, same dtype and device as ``x``.
         group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given.
         stride: the same along both spatial axes.
         padding: zero padding, the same on all four sides.
         plan: from :func:`make_group_plan` (reuse it across the layers of a network).
 
     Returns:
-        [B, Cout, Ho, Wo] with ``Ho = (H + 2 * padding - kh) // stride + 1`` (likewise Wo).
-        Differentiable in ``x``, ``weight`` and ``bias``; unused groups get zero gradients.
-        Under ``torch.autocast`` the inputs are cast to float32 and so is the result.
+        [B, Cout, Ho, Wo] in ``x``'s dtype, with ``Ho = (H + 2 * padding - kh) // stride + 1``
+        (likewise Wo). Differentiable in ``x``, ``weight`` and ``bias``, the gradients in their
+        dtypes; unused groups get zero gradients.
+
+    Precision: float32 on CUDA uses TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` is
+    true, the same contract as cuDNN; bfloat16 and float16 accumulate in float32; on CPU every
+    dtype runs ATen's convolutions (oneDNN). Under ``torch.autocast`` the op behaves like
+    ``F.conv2d``: float32/bfloat16/float16 inputs are cast to the autocast dtype
+    (``torch.get_autocast_dtype(device_type)``) and the result has that dtype; float64 stays float64.
+    :func:`explain` says which kernel path each pass takes.
     """
-    if isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type):
-        # The kernels compute in float32; under autocast the generated weights may arrive in bf16/fp16.
-        x, weight = x.float(), weight.float()
-        bias = None if bias is None else bias.float()
+    if isinstance(x, Tensor):
+        x, weight, bias = _autocast_inputs(x, weight, bias)
     _check_args(x, weight, bias, stride, padding)
     plan = _resolve_plan(group, weight, x, plan)
-    if not _extension.available():
-        _extension.warn_fallback(str(_extension._load_error))
-        return _reference_with_plan(x, weight, bias, plan, stride, padding)
-    if x.is_cuda and not _extension.has_cuda_kernels():
-        _extension.warn_fallback("the extension was built without CUDA kernels")
+    reason = _fallback_reason(x)
+    if reason is not None:
+        _extension.warn_fallback(reason)
         return _reference_with_plan(x, weight, bias, plan, stride, padding)
     return torch.ops.hamfast.grouped_conv2d(x, weight, bias, plan.order, plan.offsets, int(stride), int(padding))
+
+
+def _fallback_reason(x: Tensor) -> Optional[str]:
+    """Why the pure-PyTorch reference runs instead of the compiled op for ``x``, or None."""
+    if not _extension.available():
+        return str(_extension._load_error)
+    if x.is_cuda and not _extension.has_cuda_kernels():
+        return "the extension was built without CUDA kernels"
+    return None
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast gives convolutions on ``device_type``, or None when autocast is off."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta, ...)
+        return None
+    return torch.get_autocast_dtype(device_type) if enabled else None
+
+
+def _autocast_cast(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    # What autocast does to F.conv2d's arguments: floating tensors except float64 take its dtype.
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _autocast_inputs(x: Tensor, weight, bias):
+    dtype = _autocast_dtype(x.device.type)
+    if dtype is None:
+        return x, weight, bias
+    return _autocast_cast(x, dtype), _autocast_cast(weight, dtype), _autocast_cast(bias, dtype)
+
+
+def explain(
+    x: Tensor,
+    weight: Tensor,
+    group: Optional[Tensor] = None,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    plan: Optional[GroupPlan] = None,
+) -> str:
+    """Which path :func:`grouped_conv2d` takes for these arguments, per pass, and why.
+
+    Args:
+        x, weight, group, stride, padding, plan: as for :func:`grouped_conv2d` (no bias: it does not
+            change the path). Only shapes, dtype and device of ``x`` and ``weight`` are read; under
+            ``torch.autocast`` the dtype is the one the op would run in.
+
+    Returns:
+        Multi-line text: a header with the call's sizes and device, then one line per pass
+        (``forward``, ``grad-input``, ``grad-weight``): ``"<pass>: <path> (<why>)"``. On CPU the
+        paths are ``loop``, ``loop_parallel`` and ``fold`` (``csrc/cpu/cpu_dispatch.h``); without
+        the compiled op it says that the pure-PyTorch reference runs, and why.
+    """
+    x, weight, _ = _autocast_inputs(x, weight, None)
+    _check_args(x, weight, None, stride, padding)
+    plan = _resolve_plan(group, weight, x, plan)
+    reason = _fallback_reason(x)
+    if reason is not None:
+        groups = int((plan.counts() > 0).sum())
+        return (
+            f"hamfast.grouped_conv2d on {x.device.type}, {x.dtype}: the pure-PyTorch reference runs ({reason})\n"
+            + "".join(
+                f"{name}: reference (one F.conv2d per non-empty group, {groups} groups)\n"
+                for name in ("forward", "grad-input", "grad-weight")
+            )
+        )
+    try:
+        return torch.ops.hamfast.grouped_conv2d_explain(x, weight, plan.offsets, int(stride), int(padding))
+    except NotImplementedError:  # a build whose backend for this device registers no explain
+        return f"hamfast.grouped_conv2d on {x.device.type}, {x.dtype}: this build cannot explain {x.device.type} calls\n"
 
 
 def grouped_conv2d_reference(
@@ -385,18 +473,40 @@ if _extension.available():
 
     torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
 
-    # The CPU kernels call ATen convolutions, which autocast would otherwise turn to bf16/fp16 inside.
-    for _op in ("grouped_conv2d", "grouped_conv2d_backward_input", "grouped_conv2d_backward_weight"):
-        for _device_type in ("cpu", "cuda"):
-            torch.library.register_autocast(f"hamfast::{_op}", _device_type, torch.float32)
+    # Autocast: the forward runs in the autocast dtype, as F.conv2d does; inside, autocast is off, so the
+    # ATen convolutions of the CPU kernels run in the dtype they are given. The backward ops get
+    # their inputs in the forward's dtype from autograd and are never cast.
+    def _register_autocast(op_name: str, cast: bool) -> None:
+        op = getattr(torch.ops.hamfast, op_name).default
+        for device_type in ("cpu", "cuda"):
+            key = getattr(torch._C.DispatchKey, "Autocast" + torch._C._dispatch_key_for_device(device_type))
+
+            def kernel(*args, _key=key, _device_type=device_type):
+                if cast:
+                    dtype = torch.get_autocast_dtype(_device_type)
+                    args = tuple(_autocast_cast(a, dtype) if isinstance(a, Tensor) else a for a in args)
+                with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(_key)):
+                    return op(*args)
+
+            op.py_impl(key)(kernel)
+            _autocast_lib.impl(op_name, lambda _keyset, *args, _kernel=kernel: _kernel(*args), key.name,
+                               with_keyset=True)
+
+    _autocast_lib = torch.library.Library("hamfast", "IMPL")
+    _register_autocast("grouped_conv2d", cast=True)
+    _register_autocast("grouped_conv2d_backward_input", cast=False)
+    _register_autocast("grouped_conv2d_backward_weight", cast=False)
 
 
 def _segment_sum(per_sample: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
     """Sum rows of ``per_sample`` [B, C] per group -> [G, C] (zeros for empty groups)."""
     counts = offsets[1:] - offsets[:-1]
-    num_groups = counts.numel()
+    num_groups, batch = counts.numel(), order.numel()
     sorted_group = torch.repeat_interleave(
-        torch.arange(num_groups, device=counts.device), counts, output_size=order.numel()
+        torch.arange(num_groups, device=counts.device), counts, output_size=batch
     )
-    out = per_sample.new_zeros((num_groups, per_sample.shape[1]))
-    return out.index_add(0, sorted_group, per_sample[order])
+    # A one-hot [G, B] matrix product: index_add over the batch axis (a scatter_add) was slower
+    # than the whole bias gradient should be, on CPU.
+    one_hot = per_sample.new_zeros((num_groups, batch))
+    one_hot[sorted_group, order] = 1
+    return one_hot @ per_sample

@@ -159,12 +159,48 @@ def test_ratio_table_has_a_whole_network_row():
 
 def test_target_checks():
     checks = {c["target"].split(":")[0]: c for c in bench.target_checks(_synthetic_result())}
-    assert checks["whole-network conv fwd+bwd, 128 px, B=16, G=15"]["status"] == "pass"
-    assert checks["whole-network conv fwd+bwd, 128 px, B=64, G=15"]["status"] == "missing"
-    bound = checks["conv fwd+bwd, every layer, B >= 64"]
+    # B=16: fused 4 ms over the stack, bound 2, reference 24, per_sample 12
+    b16 = checks["whole conv stack fwd+bwd, float32, 128 px, B=16, G=15"]
+    assert b16["status"] == "FAIL" and "2.00x bound, 6.00x faster than reference, 3.00x faster than per_sample" in b16["measured"]
+    assert checks["whole conv stack fwd+bwd, float32, 128 px, B=64, G=15"]["status"] == "missing"
+    assert checks["whole conv stack fwd+bwd, float32, 128 px, B=256, G=15"]["status"] == "missing"
+    bound = checks["conv fwd+bwd, float32, every layer, B >= 64"]
     assert bound["status"] == "pass" and "worst 1.33x" in bound["measured"]
     ham = checks["HAM step, 128 px, B=16, mixed (G=15)"]
     assert ham["status"] == "pass" and "3.00x" in ham["measured"]
+    moonshot = checks["moonshot, grouping costs nothing"]
+    assert moonshot["status"] == "FAIL" and "float32 B=16: 2.00x" in moonshot["measured"]
+
+
+def test_target_checks_per_dtype_and_thresholds():
+    data = _synthetic_result()
+    data["records"] += [dict(r, dtype="bfloat16", ms_median=r["ms_median"] and r["ms_median"] / 2)
+                        for r in data["records"] if r["bench"] == "conv" and r["B"] == 16]
+    for r in data["records"]:  # bf16 B=16: make fused 1.4x bound
+        if r["dtype"] == "bfloat16" and r["impl"] == "bound":
+            r["ms_median"] = 0.5 / 1.4
+    checks = {c["target"].split(":")[0]: c for c in bench.target_checks(data)}
+    assert checks["whole conv stack fwd+bwd, bfloat16, 128 px, B=16, G=15"]["status"] == "pass"
+    assert checks["conv fwd+bwd, bfloat16, every layer, B >= 64"]["status"] == "missing"
+    assert "bfloat16 B=16: 1.40x" in checks["moonshot, grouping costs nothing"]["measured"]
+
+
+def test_quick_preset_adds_bf16_only_on_the_target_cases():
+    cfg = bench.BenchConfig(**dict(bench.PRESETS["quick"], preset="quick"))
+    cases = list(bench.conv_cases(cfg))
+    bf16 = [c for c in cases if c.dtype == torch.bfloat16]
+    assert {(c.groups, c.pass_) for c in bf16} == {(15, "fwd+bwd")}
+    assert len(bf16) == 2 * 4  # B in {16, 64} x 4 layers
+    assert len(cases) - len(bf16) == 2 * 2 * 4 * 2  # float32: B x G x layers x passes
+
+
+def test_fused_records_carry_explain(dry_run):
+    fused = [r for r in dry_run["records"] if r["bench"] == "conv" and r["impl"] == "fused"]
+    if bench.fused_unavailable(torch.device("cpu")):
+        pytest.skip("no compiled op")
+    assert fused and all(r["explain"].startswith("hamfast.grouped_conv2d on cpu, float32: B=4, G=3") for r in fused)
+    assert all("grad-weight: " in r["explain"] for r in fused)
+    assert not any("explain" in r for r in dry_run["records"] if r["impl"] != "fused")
 
 
 def test_a_failing_case_is_recorded_not_raised(monkeypatch):

@@ -224,12 +224,13 @@ def test_torch_compile_traces_the_op_in_one_graph():
 
 
 @requires_extension
-def test_autocast_runs_in_float32():
+def test_autocast_runs_in_the_autocast_dtype():
+    # Like F.conv2d: no upcast; more in tests/test_ops_cpu_paths.py.
     x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = grouped_conv2d(x, weight.bfloat16(), bias.bfloat16(), group, stride, padding)
-    assert out.dtype == torch.float32
-    expected = grouped_conv2d_reference(x, weight.bfloat16().float(), bias.bfloat16().float(), group, stride, padding)
+    assert out.dtype == torch.bfloat16
+    expected = grouped_conv2d_reference(x.bfloat16(), weight.bfloat16(), bias.bfloat16(), group, stride, padding)
     torch.testing.assert_close(out, expected)
 
 

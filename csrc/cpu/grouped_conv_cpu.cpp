@@ -1,15 +1,21 @@
-// CPU kernels of the grouped convolution: for every group present, gather its samples, run ATen's
-// convolution (oneDNN for float32) with that group's weights, scatter the result back.
+// CPU kernels of the grouped convolution, built from ATen convolutions (oneDNN for float32 and
+// bfloat16). Each pass runs one of three formulations (per-group loop, the same loop with groups
+// side by side, or the groups=B fold), chosen per call by cpu::choose (cpu_dispatch.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #include <vector>
 
 #include "../grouped_conv.h"
+#include "cpu_dispatch.h"
 
 namespace hamfast {
 namespace {
+
+using cpu::Pass;
+using cpu::Path;
 
 struct GroupSegment {
   int64_t group;
@@ -26,19 +32,43 @@ std::vector<GroupSegment> nonempty_groups(const at::Tensor& order, const at::Ten
   return segments;
 }
 
-// Below this many multiply-adds per call, a parallel region costs more than it saves.
-constexpr int64_t kMinParallelMacs = int64_t(1) << 22;
+// Rows `index` of `t` (dim 0), and their write-back. Advanced indexing copies whole rows; index_select
+// took 48 ms for CBRTiny's layer-4 weights where at::index took 3 ms (profiled on the 2-core VM).
+at::Tensor gather_rows(const at::Tensor& t, const at::Tensor& index) {
+  c10::List<std::optional<at::Tensor>> indices;
+  indices.push_back(index);
+  return at::index(t, indices);
+}
 
-// Runs fn(segment) for every non-empty group. With several groups, several threads and enough
-// work the groups run side by side, each convolution single-threaded: for the small per-group
-// batches of a mixed batch this keeps every core busy, where one multi-threaded convolution per
-// group would leave cores idle in its serial parts.
+void scatter_rows(at::Tensor& out, const at::Tensor& index, const at::Tensor& rows) {
+  c10::List<std::optional<at::Tensor>> indices;
+  indices.push_back(index);
+  out.index_put_(indices, rows);
+}
+
+// int64 [B]: the group of every sample, in the caller's order (the inverse of the plan's sort).
+at::Tensor sample_groups(const at::Tensor& order, const at::Tensor& offsets) {
+  const auto off = offsets.contiguous();
+  const auto ord = order.contiguous();
+  const int64_t* o = off.data_ptr<int64_t>();
+  const int64_t* sorted = ord.data_ptr<int64_t>();
+  auto group = at::empty({ord.numel()}, ord.options());
+  int64_t* g_out = group.data_ptr<int64_t>();
+  for (int64_t g = 0; g + 1 < off.numel(); ++g) {
+    for (int64_t i = o[g]; i < o[g + 1]; ++i) g_out[sorted[i]] = g;
+  }
+  return group;
+}
+
+// Runs fn(segment) for every non-empty group: one after another (Path::Loop, each convolution
+// multi-threaded) or side by side (Path::LoopParallel, each single-threaded: for the small
+// per-group batches of a mixed batch this keeps every core busy where one multi-threaded
+// convolution per group leaves cores idle in its serial parts).
 template <typename Fn>
-void for_each_group(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo, const Fn& fn) {
+void for_each_group(const at::Tensor& order, const at::Tensor& offsets, Path path, const Fn& fn) {
   const auto segments = nonempty_groups(order, offsets);
   const int64_t count = static_cast<int64_t>(segments.size());
-  const int64_t macs = geo.batch * geo.out_channels * geo.out_height * geo.out_width * geo.depth();
-  if (count > 1 && at::get_num_threads() > 1 && macs >= kMinParallelMacs) {
+  if (path == Path::LoopParallel && count > 1) {
     at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) fn(segments[i]);
     });
@@ -47,30 +77,67 @@ void for_each_group(const at::Tensor& order, const at::Tensor& offsets, const Co
   }
 }
 
+cpu::Choice choose_for(Pass pass, const ConvGeometry& geo, const at::Tensor& offsets) {
+  return cpu::choose(pass, geo, cpu::group_stats(offsets), at::get_num_threads());
+}
+
+// weight [G, Cout, Cin, kh, kw] gathered per sample and flattened to the groups=B layout [B*Cout, Cin, kh, kw].
+at::Tensor folded_weight(const at::Tensor& weight, const at::Tensor& group) {
+  return gather_rows(weight, group).flatten(0, 1);
+}
+
+at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo, Path path) {
+  if (path == Path::Fold) {
+    const auto group = sample_groups(order, offsets);
+    at::Tensor folded_bias = bias.has_value() ? gather_rows(*bias, group).flatten() : at::Tensor();
+    auto y = at::convolution(x.reshape({1, geo.batch * geo.in_channels, geo.height, geo.width}),
+                             folded_weight(weight, group), folded_bias, {geo.stride, geo.stride},
+                             {geo.padding, geo.padding}, {1, 1}, false, {0, 0}, geo.batch);
+    return y.view({geo.batch, geo.out_channels, geo.out_height, geo.out_width});
+  }
+  auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width}, x.options());
+  for_each_group(order, offsets, path, [&](const GroupSegment& s) {
+    at::Tensor group_bias = bias.has_value() ? bias->select(0, s.group) : at::Tensor();
+    auto y = at::conv2d(gather_rows(x, s.index), weight.select(0, s.group), group_bias, geo.stride, geo.padding);
+    scatter_rows(out, s.index, y);
+  });
+  return out;
+}
+
 at::Tensor grouped_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
-  auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width}, x.options());
-  for_each_group(order, offsets, geo, [&](const GroupSegment& s) {
-    at::Tensor group_bias = bias.has_value() ? bias->select(0, s.group) : at::Tensor();
-    auto y = at::conv2d(x.index_select(0, s.index), weight.select(0, s.group), group_bias, stride, padding);
-    out.index_copy_(0, s.index, y);
-  });
-  return out;
+  if (geo.batch == 0) return at::empty({0, geo.out_channels, geo.out_height, geo.out_width}, x.options());
+  const auto choice = choose_for(Pass::Forward, geo, offsets);
+  RECORD_FUNCTION(cpu::record_label(Pass::Forward, choice.path), std::vector<c10::IValue>());
+  return forward_cpu(x, weight, bias, order, offsets, geo, choice.path);
 }
 
 at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight,
                                              const at::Tensor& order, const at::Tensor& offsets,
                                              at::IntArrayRef input_size, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
+  if (geo.batch == 0) return at::empty(input_size, grad_out.options());
+  const auto choice = choose_for(Pass::GradInput, geo, offsets);
+  RECORD_FUNCTION(cpu::record_label(Pass::GradInput, choice.path), std::vector<c10::IValue>());
+  // convolution_backward reads only the sizes of `input` when asked for the input gradient alone.
+  if (choice.path == Path::Fold) {
+    const auto group = sample_groups(order, offsets);
+    auto input_shape = at::empty({1, geo.batch * geo.in_channels, geo.height, geo.width}, grad_out.options());
+    auto grads = at::convolution_backward(
+        grad_out.reshape({1, geo.batch * geo.out_channels, geo.out_height, geo.out_width}), input_shape,
+        folded_weight(weight, group), std::nullopt, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0},
+        geo.batch, {true, false, false});
+    return std::get<0>(grads).view(input_size);
+  }
   auto grad_x = at::empty(input_size, grad_out.options());
-  for_each_group(order, offsets, geo, [&](const GroupSegment& s) {
-    // convolution_backward reads only the sizes of `input` when asked for the input gradient alone.
+  for_each_group(order, offsets, choice.path, [&](const GroupSegment& s) {
     auto input_shape = at::empty({s.index.size(0), geo.in_channels, geo.height, geo.width}, grad_out.options());
-    auto grads = at::convolution_backward(grad_out.index_select(0, s.index), input_shape, weight.select(0, s.group),
+    auto grads = at::convolution_backward(gather_rows(grad_out, s.index), input_shape, weight.select(0, s.group),
                                           std::nullopt, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, 1,
                                           {true, false, false});
-    grad_x.index_copy_(0, s.index, std::get<0>(grads));
+    scatter_rows(grad_x, s.index, std::get<0>(grads));
   });
   return grad_x;
 }
@@ -79,11 +146,32 @@ at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const 
                                               const at::Tensor& order, const at::Tensor& offsets,
                                               at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
+  if (geo.batch == 0) return at::zeros(weight_size, x.options());
+  const auto choice = choose_for(Pass::GradWeight, geo, offsets);
+  RECORD_FUNCTION(cpu::record_label(Pass::GradWeight, choice.path), std::vector<c10::IValue>());
+  // Likewise only the sizes of `weight` are read for the weight gradient.
+  if (choice.path == Path::Fold) {
+    const auto group = sample_groups(order, offsets);
+    // Reduced-precision inputs run in float32 here: the per-sample gradients are summed per group
+    // and rounded once, as the loop's convolutions round once, rather than rounded per sample.
+    const auto compute = at::isReducedFloatingType(x.scalar_type()) ? at::kFloat : x.scalar_type();
+    auto weight_shape =
+        at::empty({geo.batch * geo.out_channels, geo.in_channels, geo.kernel_h, geo.kernel_w}, x.options().dtype(compute));
+    auto grads = at::convolution_backward(
+        grad_out.to(compute).reshape({1, geo.batch * geo.out_channels, geo.out_height, geo.out_width}),
+        x.to(compute).reshape({1, geo.batch * geo.in_channels, geo.height, geo.width}), weight_shape, std::nullopt,
+        {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, geo.batch, {false, true, false});
+    // The per-group sum as one GEMM with a one-hot [G, B] matrix: index_add_ over the batch axis
+    // (a scatter_add on CPU) took 2/3 of this pass at CBRTiny's layer 2.
+    auto one_hot = at::zeros({geo.groups, geo.batch}, x.options().dtype(compute));
+    one_hot.scatter_(0, group.unsqueeze(0), 1.0);
+    auto grad_weight = at::mm(one_hot, std::get<1>(grads).view({geo.batch, -1}));
+    return grad_weight.view(weight_size).to(x.scalar_type());
+  }
   auto grad_weight = at::zeros(weight_size, x.options());
-  for_each_group(order, offsets, geo, [&](const GroupSegment& s) {
-    // Likewise only the sizes of `weight` are read for the weight gradient.
+  for_each_group(order, offsets, choice.path, [&](const GroupSegment& s) {
     auto weight_shape = at::empty(weight_size.slice(1), x.options());
-    auto grads = at::convolution_backward(grad_out.index_select(0, s.index), x.index_select(0, s.index), weight_shape,
+    auto grads = at::convolution_backward(gather_rows(grad_out, s.index), gather_rows(x, s.index), weight_shape,
                                           std::nullopt, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, 1,
                                           {false, true, false});
     grad_weight.select(0, s.group).copy_(std::get<1>(grads));

@@ -26,7 +26,8 @@ switched on unless told otherwise) and are written into the result.
 
 Command line: ``hamfast bench --out FILE.json`` or ``python benchmarks/bench_gpu.py --out FILE.json``
 (``--quick``, ``--dry-run``, ... see ``--help``); ``--table FILE.json`` prints the ratio tables
-and the performance targets of issue 6 for a result file.
+and the performance targets of issue 10 for a result file. The ``fused`` records carry ``explain``:
+the path each pass of the op took (:func:`hamfast.ops.explain`).
 """
 from hamfast.bench.cases import (
     CONV_IMPLS,
@@ -34,6 +35,7 @@ from hamfast.bench.cases import (
     ConvInputs,
     conv_cases,
     conv_step,
+    explain_case,
     ham_train_step,
     layer_input_sizes,
     make_conv_inputs,
@@ -62,7 +64,7 @@ from hamfast.bench.timing import measure, run_conv_case, run_ham_case
 __all__ = [
     "BENCHES", "CONV_IMPLS", "HAM_BACKENDS", "IMPLS", "PASSES", "PRESETS", "SEED",
     "BenchConfig", "ConvCase", "ConvInputs",
-    "add_arguments", "conv_cases", "conv_step", "format_report", "fused_unavailable", "ham_train_step",
+    "add_arguments", "conv_cases", "conv_step", "explain_case", "format_report", "fused_unavailable", "ham_train_step",
     "layer_input_sizes", "main", "make_conv_inputs", "measure", "merge_results", "mixed_batch",
     "ratio_tables", "run", "run_conv_case", "run_ham_case", "spread_groups", "target_checks",
 ]

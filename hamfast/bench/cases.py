@@ -74,15 +74,30 @@ class ConvCase:
 
 
 def conv_cases(cfg: BenchConfig, in_channels: int = NUM_MODALITIES) -> Iterator[ConvCase]:
-    """The conv cases of ``cfg``, in run order (dtype, input, B, G, layer, pass)."""
+    """The conv cases of ``cfg``, in run order (dtype, input, B, G, layer, pass); then those of
+    ``cfg.extra_dtypes``: fwd+bwd (if among ``cfg.passes``) at the first of ``cfg.groups`` only."""
     channels = (in_channels,) + tuple(cfg.widths)
-    for dtype, input_size, batch, groups in itertools.product(cfg.dtypes, cfg.inputs, cfg.batches, cfg.groups):
+    main = itertools.product(cfg.dtypes, cfg.inputs, cfg.batches, cfg.groups, [cfg.passes])
+    extra_passes = [p for p in cfg.passes if p == "fwd+bwd"]
+    extra = itertools.product(
+        [d for d in cfg.extra_dtypes if d not in cfg.dtypes], cfg.inputs, cfg.batches, cfg.groups[:1], [extra_passes]
+    )
+    for dtype, input_size, batch, groups, passes in itertools.chain(main, extra):
         sizes = layer_input_sizes(input_size, len(cfg.widths))
-        for layer, pass_ in itertools.product(cfg.layers, cfg.passes):
+        for layer, pass_ in itertools.product(cfg.layers, passes):
             yield ConvCase(
                 layer, input_size, sizes[layer - 1], channels[layer - 1], channels[layer],
                 batch, groups, pass_, DTYPES[dtype],
             )
+
+
+def explain_case(case: ConvCase, device: torch.device) -> str:
+    """:func:`hamfast.ops.explain` for ``case`` on ``device``: which path each pass of the fused op
+    takes (allocates x and weight uninitialised, reads only their shapes)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = torch.empty((case.batch, case.cin, case.size, case.size), device=device, dtype=case.dtype)
+    weight = torch.empty((case.groups, case.cout, case.cin, case.kernel, case.kernel), device=device, dtype=case.dtype)
+    return ops.explain(x, weight, spread_groups(case.batch, case.groups, generator))
 
 
 def spread_groups(batch: int, num_groups: int, generator: torch.Generator) -> Tensor:

@@ -30,14 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the ratio tables and target checks of result files (merged), run nothing")
     preset = parser.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help="128 px, B in {16,64}, G in {1,15}, float32, all layers and passes, HAM steps "
-                        "(~3 min on an H100)")
+                        help="128 px, B in {16,64}, G in {1,15}, float32, all layers and passes, HAM steps, "
+                        "plus bfloat16 fwd+bwd at G=15; 30 repeats (~90 s on an H200)")
     preset.add_argument("--dry-run", action="store_true",
                         help="tiny shapes on CPU: checks the machinery, not the speed")
     parser.add_argument("--device", help="torch device (default: cuda; cpu for --dry-run)")
     parser.add_argument("--impls", type=_csv(), help=f"comma-separated subset of {','.join(IMPLS)}")
     parser.add_argument("--benches", type=_csv(), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--dtypes", type=_csv(), help=f"conv dtypes, subset of {','.join(DTYPES)}")
+    parser.add_argument("--extra-dtypes", type=_csv(),
+                        help="dtypes measured on the target cases only (fwd+bwd, first of --groups); "
+                        "--quick: bfloat16; '' for none")
     parser.add_argument("--inputs", type=_csv(int), help="network input sides in px, e.g. 128,240")
     parser.add_argument("--batches", type=_csv(int), help="conv batch sizes, e.g. 16,64,256")
     parser.add_argument("--groups", type=_csv(int), help="conv group counts, e.g. 15,4,1")
@@ -66,7 +69,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def _validate(cfg: BenchConfig) -> Optional[str]:
     """A usage error in ``cfg``, or None."""
-    for name, allowed in (("impls", IMPLS), ("benches", BENCHES), ("dtypes", DTYPES), ("passes", PASSES)):
+    for name, allowed in (
+        ("impls", IMPLS), ("benches", BENCHES), ("dtypes", DTYPES), ("extra_dtypes", DTYPES), ("passes", PASSES)
+    ):
         unknown = sorted(set(getattr(cfg, name)) - set(allowed))
         if unknown:
             return f"unknown {name} {unknown}; choose from {list(allowed)}"

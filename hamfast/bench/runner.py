@@ -14,7 +14,7 @@ import torch
 
 import hamfast
 from hamfast import _extension
-from hamfast.bench.cases import ConvCase, conv_cases, conv_step, make_conv_inputs
+from hamfast.bench.cases import ConvCase, conv_cases, conv_step, explain_case, make_conv_inputs
 from hamfast.bench.config import DTYPES, HAM_BACKENDS, HAM_LR, SEED, BenchConfig
 from hamfast.bench.timing import dtype_label, failure_note, run_conv_case, run_ham_case
 from hamfast.files import write_json_atomic
@@ -55,7 +55,8 @@ def _jobs(cfg: BenchConfig, device: torch.device, skipped: list[dict]) -> list[t
                 jobs.append((label, lambda i=input_size, b=batch, k=backend: run_ham_case(i, b, k, cfg, device)))
     if "conv" in cfg.benches:
         runnable = {}
-        for dtype_name, impl in itertools.product(cfg.dtypes, cfg.impls):
+        dtypes = dict.fromkeys(cfg.dtypes + cfg.extra_dtypes)
+        for dtype_name, impl in itertools.product(dtypes, cfg.impls):
             reason = _unsupported(impl, DTYPES[dtype_name], device)
             runnable[dtype_name, impl] = reason is None
             if reason:
@@ -66,8 +67,18 @@ def _jobs(cfg: BenchConfig, device: torch.device, skipped: list[dict]) -> list[t
                     f"conv L{case.layer} {case.input}px B{case.batch} G{case.groups} {case.pass_} "
                     f"{dtype_label(case.dtype)} {impl}"
                 )
-                jobs.append((label, lambda c=case, i=impl: run_conv_case(c, i, cfg, device)))
+                jobs.append((label, lambda c=case, i=impl: _with_explain(run_conv_case(c, i, cfg, device), c, i, device)))
     return jobs
+
+
+def _with_explain(record: dict, case: ConvCase, impl: str, device: torch.device) -> dict:
+    """The fused op's record gets ``explain``: which path each of its passes took (hamfast.ops.explain)."""
+    if impl == "fused":
+        try:
+            record["explain"] = explain_case(case, device)
+        except (RuntimeError, NotImplementedError) as exc:  # e.g. a CUDA build without its explain
+            record["explain"] = failure_note(exc)
+    return record
 
 
 def _device_name(device: torch.device) -> str:
@@ -117,11 +128,15 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
 
 def _progress_line(index: int, total: int, label: str, record: dict) -> str:
     if record["ms_median"] is None:
-        return f"[{index}/{total}] {label}: {record.get('note')}"
-    return (
-        f"[{index}/{total}] {label}: {record['ms_median']:.3f} ms "
-        f"(p10 {record['ms_p10']:.3f}, p90 {record['ms_p90']:.3f}), {record['samples_per_s']:.0f} samples/s"
-    )
+        line = f"[{index}/{total}] {label}: {record.get('note')}"
+    else:
+        line = (
+            f"[{index}/{total}] {label}: {record['ms_median']:.3f} ms "
+            f"(p10 {record['ms_p10']:.3f}, p90 {record['ms_p90']:.3f}), {record['samples_per_s']:.0f} samples/s"
+        )
+    if record.get("explain"):
+        line += "".join(f"\n    {text}" for text in record["explain"].strip().splitlines())
+    return line
 
 
 def run(cfg: BenchConfig, out: Optional[Path] = None, log=sys.stderr) -> dict:

@@ -37,6 +37,7 @@ from typing import Optional
 
 from hamfast.checks import check_network_fits
 from hamfast.models import METHODS
+from hamfast.training.trainer import PRECISIONS
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
 __all__ = [
@@ -113,8 +114,8 @@ class ExperimentSettings:
         test_size: test cases per split (stratified).
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
         widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it, ham_norm,
-            recalibrate, dropout_mode, dropout_p, dropout_keep: training
-            (``hamfast.training.TrainConfig``).
+            recalibrate, dropout_mode, dropout_p, dropout_keep, precision: training
+            (``hamfast.training.TrainConfig``; ``precision`` is ``"fp32"``, ``"tf32"`` or ``"bf16"``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
             ``cv_every`` steps, then retrain on the whole train set.
@@ -147,6 +148,7 @@ class ExperimentSettings:
     dropout_mode: str = "channel"
     dropout_p: float = 0.25
     dropout_keep: float = 0.0
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -172,6 +174,7 @@ class ExperimentSettings:
             _check(len(self.completeness) == 1, f"experiment b trains at one completeness, got {self.completeness}")
         _check(len(self.subsets) > 0, "subsets must not be empty")
         _check(self.stop in STOP_RULES, f"stop must be one of {STOP_RULES}, got {self.stop!r}")
+        _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
         for name in ("iterations", "cv_every", "test_size", "batch_size", "cv_folds", "n_it"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
@@ -198,7 +201,7 @@ class ExperimentSettings:
     def train_options(self) -> dict:
         """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed, device)."""
         names = ("schedule", "iterations", "batch_size", "lr", "widths", "hidden", "kernel_size", "augment", "n_it",
-                 "recalibrate", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep")
+                 "recalibrate", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep", "precision")
         return {name: getattr(self, name) for name in names}
 
     @classmethod

@@ -5,10 +5,20 @@
 * building blocks: batch/pattern sampling (:mod:`.sampling`), the loss (:mod:`.losses`) and HAM's
   precise per-pattern batch-norm statistics (:mod:`.recalibrate`).
 """
-from hamfast.training.trainer import SCHEDULES, TrainConfig, TrainResult, build_from_config, calibration_set, predict_proba, train
+from hamfast.training.trainer import (
+    PRECISIONS,
+    SCHEDULES,
+    TrainConfig,
+    TrainResult,
+    build_from_config,
+    calibration_set,
+    predict_proba,
+    train,
+)
 from hamfast.training.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 __all__ = [
+    "PRECISIONS",
     "SCHEDULES",
     "TrainConfig",
     "TrainResult",

@@ -30,6 +30,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -47,6 +48,7 @@ from hamfast.training.sampling import DROPOUT_MODES, make_sampler
 Tensor = torch.Tensor
 
 __all__ = [
+    "PRECISIONS",
     "SCHEDULES",
     "TrainConfig",
     "TrainResult",
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("paper", "mixed")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -92,6 +95,13 @@ class TrainConfig:
             non-empty subsets of the sample's modalities).
         dropout_p: drop probability per modality of ``"channel"``, in [0, 1).
         dropout_keep: probability that Dropout shows a sample with its own pattern, in [0, 1].
+        precision: the arithmetic of the training steps. ``"fp32"`` (default): float32 with TF32
+            off (``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
+            False for the run), the same numbers on CPU and GPU; ``"tf32"``: both flags True (a
+            GPU's tensor cores round float32 operands to 10-bit mantissas; no effect on CPU);
+            ``"bf16"``: forward and loss under ``torch.autocast(device_type, torch.bfloat16)``
+            (weights, gradients and optimiser state stay float32; TF32 off for what autocast
+            keeps in float32). Prediction and batch-norm recalibration run in float32.
     """
 
     method: str
@@ -114,6 +124,7 @@ class TrainConfig:
     dropout_mode: str = "channel"
     dropout_p: float = 0.25
     dropout_keep: float = 0.0
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -121,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
         for name in ("iterations", "batch_size", "n_it", "num_classes", "hidden", "kernel_size"):
@@ -283,12 +296,15 @@ def train(
         bar = tqdm(total=config.iterations, desc=config.method, unit="it", dynamic_ncols=True)
     recalibrated_at = None
     model.train()
+    precision = contextlib.ExitStack()
+    precision.enter_context(_tf32(config.precision == "tf32"))
     try:
         for iteration in range(1, config.iterations + 1):
             index, mu = sampler()
             x, mu = _batch(source, index, mu, augment, device)
             target = labels[index].to(device)[:, None]
-            loss = _step_loss(model, loss_fn, x, mu, target)
+            with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+                loss = _step_loss(model, loss_fn, x, mu, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -305,11 +321,23 @@ def train(
                     history["stopped_early"] = True
                     break
     finally:
+        precision.close()
         if bar is not None:
             bar.close()
     if recalibrated_at != history["iterations"]:
         _recalibrate(model, config, source, available, history["iterations"])
     return TrainResult(model.eval(), config, history)
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """TF32 for cuDNN convolutions and CUDA matmuls on (or off) inside, the previous flags restored after."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _recalibrate(model: nn.Module, config: TrainConfig, images: Tensor, available: Tensor, iteration: int) -> int:
