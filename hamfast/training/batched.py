@@ -1,0 +1,210 @@
+"""Train R models of one method at once: the same results as R calls of :func:`~hamfast.training.train`.
+
+The R models are stacked (:mod:`hamfast.models.stacked`): every conv layer of all of them is one
+grouped convolution per step. Each model keeps everything that makes its run its own:
+
+* its config (seed, iterations, batch size, schedule, augmentation, ...) and its training data
+  (its own split, fold and missingness draw);
+* the random streams :func:`~hamfast.training.train` would use for that config: the sampler's
+  generator, the augmentation's random state and the initialisation seed, built by the same code;
+* its own class weights and loss (mean over its own batch), its own batch-norm statistics (per
+  model, and per pattern for HAM) and its own callback;
+* its own length: a model leaves the batch after its last step (or when its callback stops it),
+  and its parameters are frozen from then on.
+
+Why the sum of the losses is R separate trainings: model r's parameters only reach model r's
+samples, so the gradient of ``sum_r loss_r`` with respect to them is ``grad loss_r``; Adam and
+RMSprop update every element from its own gradient history and the shared step count (all models
+start together), so the update of model r's slice is the update model r would get alone. The
+results agree with one-by-one training up to float rounding (summation order inside the convs).
+
+Example::
+
+    >>> configs = [TrainConfig("ham", iterations=300, seed=s) for s in range(8)]
+    >>> results = train_batched(configs, [(images, available, labels)] * 8)
+    >>> results[3].model      # an ordinary HAM, as train(configs[3], images, available, labels).model
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from hamfast.models.stacked import stack_models
+from hamfast.training.losses import class_weights, focal_loss
+from hamfast.training.sampling import make_sampler
+from hamfast.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    _as_inputs,
+    _batch,
+    _make_augment,
+    _recalibrate,
+    build_from_config,
+)
+
+Tensor = torch.Tensor
+
+__all__ = ["BATCHABLE_FIELDS", "batching_problem", "train_batched"]
+
+# TrainConfig fields the batched loop knows: those in SHARED must agree across the stacked models,
+# the others may differ per model. A field added to TrainConfig later is only accepted at its
+# default value (the batched loop may not implement what it changes).
+SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "lr", "device", "backend")
+PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate")
+BATCHABLE_FIELDS = SHARED + PER_MODEL
+
+Callback = Callable[[int, nn.Module], Optional[bool]]
+
+
+def batching_problem(configs: Sequence[TrainConfig]) -> Optional[str]:
+    """Why these configs cannot train as one stacked model (a sentence), or None when they can."""
+    if len(configs) == 0:
+        return "no model to train"
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    for config in configs:
+        for name, value in config.to_dict().items():
+            if name not in BATCHABLE_FIELDS and value != defaults.get(name, object()):
+                return f"TrainConfig.{name}={value!r} is not supported by batched training"
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        for name in SHARED:
+            if config.to_dict()[name] != first[name]:
+                return f"the models differ in {name} ({first[name]!r} vs {config.to_dict()[name]!r})"
+    return None
+
+
+@dataclass
+class _Member:
+    """One model's own state in the batched loop."""
+
+    config: TrainConfig
+    model: nn.Module
+    source: Tensor
+    available: Tensor
+    labels: Tensor
+    sampler: object
+    loss_fn: object
+    augment: object
+    callback: Optional[Callback]
+    history: dict
+    recalibrated_at: Optional[int] = None
+    result: Optional[TrainResult] = None
+
+
+def train_batched(
+    configs: Sequence[TrainConfig],
+    data: Sequence[tuple],
+    *,
+    callbacks: Optional[Sequence[Optional[Callback]]] = None,
+    eval_every: Optional[int] = None,
+    on_step: Optional[Callable[[int], None]] = None,
+    backend: str = "fused",
+) -> list[TrainResult]:
+    """Train ``len(configs)`` models of one method together, each as :func:`~hamfast.training.train` would.
+
+    Args:
+        configs: R configs (see :func:`batching_problem` for what must agree).
+        data: R tuples ``(images float [N_r, 4, H, W], available bool [N_r, 4], labels int64 [N_r])``,
+            model r's training data (H, W the same for all).
+        callbacks: R callbacks or None, each as ``train``'s ``callback`` (called with model r as an
+            ordinary model after every ``eval_every`` of its steps; returning True stops model r).
+        eval_every: steps between callback calls; needed when a callback is given.
+        on_step: called after every step with the number of models that took it (progress bars).
+        backend: grouped conv of the baselines' stacked trunks, ``"fused"`` or ``"reference"``.
+
+    Returns:
+        R :class:`TrainResult`, in the order of ``configs``; result r is what
+        ``train(configs[r], *data[r], callback=callbacks[r], eval_every=eval_every)`` returns, up
+        to float rounding.
+    """
+    configs = list(configs)
+    problem = batching_problem(configs)
+    if problem is not None:
+        raise ValueError(f"cannot train these models batched: {problem}")
+    if len(data) != len(configs):
+        raise ValueError(f"data has {len(data)} entries for {len(configs)} configs")
+    callbacks = list(callbacks) if callbacks is not None else [None] * len(configs)
+    if len(callbacks) != len(configs):
+        raise ValueError(f"callbacks has {len(callbacks)} entries for {len(configs)} configs")
+    if any(c is not None for c in callbacks) and (eval_every is None or eval_every < 1):
+        raise ValueError(f"eval_every must be a positive int when a callback is given, got {eval_every}")
+    device = torch.device(configs[0].device)
+    members = [_member(config, entry, callback, device) for config, entry, callback in zip(configs, data, callbacks)]
+    sizes = {tuple(m.source.shape[2:]) for m in members}
+    if len(sizes) > 1:
+        raise ValueError(f"the models' images differ in size: {sorted(sizes)}")
+
+    stacked = stack_models([m.model for m in members], backend).to(device).train()
+    optimizer_cls = torch.optim.RMSprop if configs[0].method == "ham" else torch.optim.Adam
+    optimizer = optimizer_cls(stacked.parameters(), lr=configs[0].lr)
+    active = list(range(len(members)))
+    step = 0
+    while active:
+        step += 1
+        xs, mus, targets, owners = [], [], [], []
+        for r in active:
+            m = members[r]
+            index, mu = m.sampler()
+            x, mu = _batch(m.source, index, mu, m.augment, device)
+            xs.append(x)
+            mus.append(mu)
+            targets.append(m.labels[index].to(device)[:, None])
+            owners.append(torch.full((x.shape[0],), r, dtype=torch.long))
+        logits, aux = stacked(torch.cat(xs), torch.cat(mus), torch.cat(owners).to(device))
+        losses, start = [], 0
+        for r, target in zip(active, targets):
+            stop = start + target.shape[0]
+            loss = members[r].loss_fn(logits[start:stop], target)
+            losses.append(loss + aux[r] if aux is not None else loss)
+            start = stop
+        total = torch.stack(losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for r, value in zip(active, torch.stack(losses).tolist()):
+            members[r].history["loss"].append(value)
+            members[r].history["iterations"] = step
+        if on_step is not None:
+            on_step(len(active))
+        for r in active:
+            m = members[r]
+            stopped = False
+            if m.callback is not None and step % eval_every == 0:
+                stacked.copy_to(r, m.model)
+                m.recalibrated_at = _recalibrate(m.model, m.config, m.source, m.available, step)
+                stopped = bool(m.callback(step, m.model))
+                m.model.train()
+                stacked.copy_from(r, m.model)  # recalibrated statistics go on, as in train()
+                m.history["stopped_early"] = stopped
+            if stopped or step == m.config.iterations:
+                _finish(m, stacked, r)
+        active = [r for r in active if members[r].result is None]
+    return [m.result for m in members]
+
+
+def _member(config: TrainConfig, entry, callback: Optional[Callback], device: torch.device) -> _Member:
+    """Model r's data, sampler, loss, augmentation and initial model, built exactly as ``train`` builds them."""
+    images, available, labels = _as_inputs(*entry)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_sampler(config.method, config.schedule, available, config.batch_size, config.n_it, generator)
+    weights = class_weights(labels[sampler.pool], config.num_classes)
+    loss_fn = focal_loss(weights.to(device), config.focal_gamma)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_from_config(config).to(device)
+    augment = _make_augment(config)
+    source = images if augment is not None else images.to(device)
+    history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
+    return _Member(config, model, source, available, labels, sampler, loss_fn, augment, callback, history)
+
+
+def _finish(m: _Member, stacked, r: int) -> None:
+    """Freeze model r: copy its slice into its own model, recalibrate as ``train`` does at the end."""
+    stacked.copy_to(r, m.model)
+    if m.recalibrated_at != m.history["iterations"]:
+        _recalibrate(m.model, m.config, m.source, m.available, m.history["iterations"])
+    m.result = TrainResult(m.model.eval(), m.config, m.history)
