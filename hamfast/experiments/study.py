@@ -10,7 +10,7 @@ from hamfast.experiments.config import ExperimentSettings
 from hamfast.files import write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
-from hamfast.experiments.runner import Samples, finished_tasks, run_experiment
+from hamfast.experiments.runner import Samples, finished_tasks, plan_tasks, run_experiment
 
 __all__ = ["is_brats_root", "load_cohort", "cohort_description", "run_study"]
 
@@ -61,6 +61,9 @@ def run_study(
     cache_dir=None,
     progress: bool = True,
     command: Optional[str] = None,
+    batch_models="auto",
+    shard: Optional[tuple[int, int]] = None,
+    estimate: bool = False,
 ) -> dict:
     """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md`` and the plots.
 
@@ -73,9 +76,15 @@ def run_study(
         cache_dir: where a BraTS root's slices are cached.
         progress: progress bars.
         command: the command line, quoted in the summary.
+        batch_models: models trained at once (an int, or ``"auto"``:
+            :func:`hamfast.experiments.batching.default_batch_models`); 1 trains task by task.
+        shard: ``(i, N)``: run only the i-th of N parts of the tasks and write no report (rerun
+            without ``shard`` to merge the shards' task files and write the reports).
+        estimate: time a few steps and return the expected wall time instead of running.
 
     Returns:
-        ``{"results": task results, "summary": summary.md text, "files": paths written}``.
+        ``{"results": task results, "summary": summary.md text (or the estimate, or a shard's
+        one-line account), "files": paths written}``.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -83,8 +92,26 @@ def run_study(
     cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
     if len(cohort) <= settings.test_size:
         raise ValueError(f"--data {data}: {len(cohort)} cases cannot hold a test set of {settings.test_size} plus training cases")
+    from hamfast.experiments import batching
+
+    samples = Samples.from_cohort(cohort)
+    if batch_models == "auto":
+        batch_models = batching.default_batch_models(settings, int(cohort.images.shape[-1]), device)
+        log.info("training up to %d models at once (--batch-models auto on %s)", batch_models, device)
+    if estimate:
+        tasks = plan_tasks(settings)
+        if shard is not None:
+            tasks = batching.shard_tasks(tasks, *shard)
+        pending = [t for t in tasks if t.name not in finished_tasks(out)]
+        found = batching.estimate_study(settings, samples, pending, batch_models=max(2, int(batch_models)), device=device)
+        return {"results": [], "summary": batching.format_estimate(found, settings), "files": [], "estimate": found}
     done_before = len(finished_tasks(out))
-    results = run_experiment(settings, Samples.from_cohort(cohort), out, jobs=jobs, device=device, progress=progress)
+    results = run_experiment(settings, samples, out, jobs=jobs, device=device, progress=progress,
+                             batch_models=int(batch_models), shard=shard)
+    if shard is not None:
+        summary = (f"shard {shard[0]}/{shard[1]}: {len(results)} task files in {out / 'tasks'}; rerun the same command "
+                   "without --shard (after every shard) to merge them and write the reports")
+        return {"results": results, "summary": summary, "files": []}
     files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]
     write_csv(files[0], run_rows(results), RUN_COLUMNS)
     write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)

@@ -346,7 +346,8 @@ class StackedHAM(_Stacked):
 
 def stack_models(models: Sequence[nn.Module], backend: str = "fused") -> _Stacked:
     """The stacked model of R ordinary models of one method (all CBRTiny, all FeatImpute or all HAM,
-    with the same architecture). ``backend`` picks the grouped conv for the baselines; HAM keeps its own."""
+    with the same architecture), on the models' device and dtype. ``backend`` picks the grouped conv
+    for the baselines; HAM keeps its own."""
     if len(models) == 0:
         raise ValueError("stack_models needs at least one model")
     kind = type(models[0])
@@ -355,10 +356,11 @@ def stack_models(models: Sequence[nn.Module], backend: str = "fused") -> _Stacke
     shapes = [[tuple(t.shape) for t in m.state_dict().values()] for m in models]
     if any(s != shapes[0] for s in shapes):
         raise ValueError("stack_models needs models of the same architecture (widths, kernel size, classes)")
+    like = next(models[0].parameters())
     if kind is CBRTiny:
-        return StackedCBRTiny(models, backend)
+        return StackedCBRTiny(models, backend).to(like)
     if kind is FeatImpute:
-        return StackedFeatImpute(models, backend)
+        return StackedFeatImpute(models, backend).to(like)
     if kind is HAM:
-        return StackedHAM(models)
+        return StackedHAM(models).to(like)
     raise ValueError(f"cannot stack {kind.__name__} models (CBRTiny, FeatImpute and HAM can be stacked)")

@@ -102,6 +102,7 @@ def train_batched(
     callbacks: Optional[Sequence[Optional[Callback]]] = None,
     eval_every: Optional[int] = None,
     on_step: Optional[Callable[[int], None]] = None,
+    on_done: Optional[Callable[[int, TrainResult], None]] = None,
     backend: str = "fused",
 ) -> list[TrainResult]:
     """Train ``len(configs)`` models of one method together, each as :func:`~hamfast.training.train` would.
@@ -114,6 +115,7 @@ def train_batched(
             ordinary model after every ``eval_every`` of its steps; returning True stops model r).
         eval_every: steps between callback calls; needed when a callback is given.
         on_step: called after every step with the number of models that took it (progress bars).
+        on_done: called as ``on_done(r, result)`` as soon as model r is done (to save it at once).
         backend: grouped conv of the baselines' stacked trunks, ``"fused"`` or ``"reference"``.
 
     Returns:
@@ -182,6 +184,8 @@ def train_batched(
                 m.history["stopped_early"] = stopped
             if stopped or step == m.config.iterations:
                 _finish(m, stacked, r)
+                if on_done is not None:
+                    on_done(r, m.result)
         active = [r for r in active if members[r].result is None]
     return [m.result for m in members]
 
