@@ -126,6 +126,15 @@ class _Stacked(nn.Module):
         for dst, src in zip(self.views(r), self.tensors_of(model), strict=True):
             dst.copy_(src)
 
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose first axis runs over trunks rather than models (see :meth:`trunk_usage`)."""
+        return []
+
+    def trunk_usage(self, model: Tensor, available: Tensor) -> Optional[Tensor]:
+        """bool [S]: which trunks a batch (``model`` [B], ``available`` bool [B, M]) runs through;
+        None when the stacked model has no trunk parameters."""
+        return None
+
     def _model_plan(self, x: Tensor, model: Tensor) -> tuple[Tensor, ops.GroupPlan]:
         model = torch.as_tensor(model, device=x.device).long()
         if model.shape != x.shape[:1]:
@@ -155,6 +164,12 @@ class StackedCBRTiny(_Stacked):
         features = self.trunk(mask_missing(x, available), plan)  # [B, C]
         logits = torch.bmm(self.head_weight[model], features[:, :, None])[:, :, 0] + self.head_bias[model]
         return logits, None
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunk.parameters())
+
+    def trunk_usage(self, model: Tensor, available: Tensor) -> Tensor:
+        return torch.bincount(model, minlength=self.num_models) > 0
 
     def views(self, r: int) -> list[Tensor]:
         return self.trunk.views(r) + [self.head_weight[r], self.head_bias[r]]
@@ -229,6 +244,18 @@ class StackedFeatImpute(_Stacked):
         domain_logits = F.linear(specific[batch, modality], self.domain_classifier_weight[r], self.domain_classifier_bias[r])
         domain = F.cross_entropy(domain_logits, modality)
         return logits, self.consistency_weight * consistency + self.domain_weight * domain
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunks.parameters())
+
+    def trunk_usage(self, model: Tensor, available: Tensor) -> Tensor:
+        """Model r's shared trunk when r has samples, its trunk of modality m when one of them has m
+        (FeatImpute only calls the specific encoders of the modalities present)."""
+        used = torch.zeros(self.num_models, self.trunks_per_model, dtype=torch.bool, device=model.device)
+        used[model, 0] = True
+        batch, modality = torch.as_tensor(available, device=model.device).bool().nonzero(as_tuple=True)
+        used[model[batch], 1 + modality] = True
+        return used.flatten()
 
     def views(self, r: int) -> list[Tensor]:
         out = []

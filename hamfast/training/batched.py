@@ -141,8 +141,7 @@ def train_batched(
         raise ValueError(f"the models' images differ in size: {sorted(sizes)}")
 
     stacked = stack_models([m.model for m in members], backend).to(device).train()
-    optimizer_cls = torch.optim.RMSprop if configs[0].method == "ham" else torch.optim.Adam
-    optimizer = optimizer_cls(stacked.parameters(), lr=configs[0].lr)
+    optimizer = SliceOptimizer(stacked, "rmsprop" if configs[0].method == "ham" else "adam", configs[0].lr)
     active = list(range(len(members)))
     step = 0
     while active:
@@ -156,7 +155,8 @@ def train_batched(
             mus.append(mu)
             targets.append(m.labels[index].to(device)[:, None])
             owners.append(torch.full((x.shape[0],), r, dtype=torch.long))
-        logits, aux = stacked(torch.cat(xs), torch.cat(mus), torch.cat(owners).to(device))
+        owner, mu = torch.cat(owners).to(device), torch.cat(mus)
+        logits, aux = stacked(torch.cat(xs), mu, owner)
         losses, start = [], 0
         for r, target in zip(active, targets):
             stop = start + target.shape[0]
@@ -164,9 +164,11 @@ def train_batched(
             losses.append(loss + aux[r] if aux is not None else loss)
             start = stop
         total = torch.stack(losses).sum()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         total.backward()
-        optimizer.step()
+        used = torch.zeros(len(members), dtype=torch.bool, device=device)
+        used[active] = True
+        optimizer.step(used, stacked.trunk_usage(owner, mu))
         for r, value in zip(active, torch.stack(losses).tolist()):
             members[r].history["loss"].append(value)
             members[r].history["iterations"] = step
@@ -188,6 +190,70 @@ def train_batched(
                     on_done(r, m.result)
         active = [r for r in active if members[r].result is None]
     return [m.result for m in members]
+
+
+class SliceOptimizer:
+    """Adam or RMSprop, with torch's defaults, stepping each model's slice of the stacked parameters
+    on its own: only the slices used in a step move, each with its own step count.
+
+    ``torch.optim`` steps a whole tensor, and a parameter that got no gradient (``None``) is skipped
+    with its step count. In one-by-one training FeatImpute's encoder of a modality absent from the
+    batch gets no gradient, so it must not move (Adam's momentum would move it); a model that left
+    the batch must not move either. The update of a used slice is torch's (``_single_tensor_adam``,
+    ``_single_tensor_rmsprop``): Adam ``m = lerp(m, g, 1 - b1)``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; RMSprop
+    ``v = a v + (1 - a) g^2``, ``p -= lr * g / (sqrt(v) + eps)``.
+
+    Args:
+        stacked: the stacked model; its :meth:`trunk_parameters` have a first axis over trunks, all
+            other parameters one over models.
+        kind: ``"adam"`` (betas 0.9, 0.999) or ``"rmsprop"`` (alpha 0.99); eps 1e-8.
+        lr: learning rate.
+    """
+
+    def __init__(self, stacked: nn.Module, kind: str, lr: float):
+        if kind not in ("adam", "rmsprop"):
+            raise ValueError(f"kind must be 'adam' or 'rmsprop', got {kind!r}")
+        self.kind, self.lr, self.eps = kind, float(lr), 1e-8
+        self.beta1, self.beta2, self.alpha = 0.9, 0.999, 0.99
+        trunk = {id(p) for p in stacked.trunk_parameters()}
+        self.params = [(p, id(p) in trunk) for p in stacked.parameters()]
+        self.state = {}
+        for p, _ in self.params:
+            # step counts and bias corrections in float64, as torch forms them (Python floats)
+            state = {"sq": torch.zeros_like(p), "step": torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)}
+            if kind == "adam":
+                state["avg"] = torch.zeros_like(p)
+            self.state[p] = state
+
+    def zero_grad(self) -> None:
+        for p, _ in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, used_models: Tensor, used_trunks: Optional[Tensor]) -> None:
+        """Update the slices used in this step: ``used_models`` bool [R], ``used_trunks`` bool [S] or None."""
+        for p, is_trunk in self.params:
+            if p.grad is None:
+                continue
+            used = used_trunks if is_trunk else used_models
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            mask = used.view(shape)
+            g, state = p.grad, self.state[p]
+            if self.kind == "rmsprop":
+                sq = torch.where(mask, state["sq"] * self.alpha + (1 - self.alpha) * g * g, state["sq"])
+                update = g / (sq.sqrt() + self.eps) * self.lr
+            else:
+                state["step"] += used.to(torch.float64)
+                step = state["step"].view(shape)
+                avg = torch.where(mask, state["avg"].lerp(g, 1 - self.beta1), state["avg"])
+                sq = torch.where(mask, state["sq"] * self.beta2 + (1 - self.beta2) * g * g, state["sq"])
+                correction1 = (1 - self.beta1**step).to(p.dtype)
+                correction2_sqrt = (1 - self.beta2**step).sqrt().to(p.dtype)
+                update = (self.lr / correction1) * avg / (sq.sqrt() / correction2_sqrt + self.eps)
+                state["avg"] = avg
+            state["sq"] = sq
+            p.sub_(torch.where(mask, update, torch.zeros((), dtype=p.dtype, device=p.device)))
 
 
 def _member(config: TrainConfig, entry, callback: Optional[Callback], device: torch.device) -> _Member:
