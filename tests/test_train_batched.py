@@ -88,15 +88,20 @@ def float64_training(monkeypatch):
     import hamfast.training.batched as batched
     import hamfast.training.trainer as trainer
 
-    as_inputs, build = trainer._as_inputs, trainer.build_from_config
+    as_inputs, build, batch = trainer._as_inputs, trainer.build_from_config, trainer._batch
 
     def as_inputs64(*args):
         out = as_inputs(*args)
         return (out[0].double(),) + tuple(out[1:])
 
+    def batch64(*args):  # the augmentation returns float32
+        x, mu = batch(*args)
+        return x.double(), mu
+
     for module in (trainer, batched):
         monkeypatch.setattr(module, "_as_inputs", as_inputs64)
         monkeypatch.setattr(module, "build_from_config", lambda config: build(config).double())
+        monkeypatch.setattr(module, "_batch", batch64)
 
 
 def _assert_same_models(a, b, tol):

@@ -170,10 +170,11 @@ def _run_all(pending, settings, samples, out, batch_models, device, bar, finish)
         by_method.setdefault(task.method, []).append(task)
     per_chunk = max(1, batch_models // settings.cv_folds) if settings.stop == "cv" else batch_models
     for method, tasks in by_method.items():
-        probe = [task_inputs(t, settings, samples, device).config for t in tasks[:2]]
-        problem = batching_problem(probe) if len(tasks) > 1 else "a single task"
-        if problem is not None or per_chunk == 1:
-            log.info("%s: training task by task (%s)", method, problem or "one task per batch")
+        problem = batching_problem([task_inputs(t, settings, samples, device).config for t in tasks[:2]])
+        if problem is None and per_chunk == 1 and settings.stop != "cv":
+            problem = "one model per batch"
+        if problem is not None:
+            log.info("%s: training task by task (%s)", method, problem)
             for task in tasks:
                 record = run_task(task, settings, samples, device)
                 write(task, record)
