@@ -265,7 +265,7 @@ def _add_study_options(parser) -> None:
     group.add_argument("--batch-models", type=_batch_models, default="auto", metavar="K",
                        help="train up to K models of a method at once as one stacked model (the runs and "
                        "cross-validation folds of the study; same results up to float rounding); 1: task by task; "
-                       "auto: from the GPU's free memory, 4 on a CPU")
+                       "auto: from the GPU's free memory on CUDA, 1 on a CPU (where stacking measured slower)")
     group.add_argument("--shard", default=None, metavar="i/N",
                        help="run only the i-th (from 0) of N disjoint parts of the study, e.g. one per SLURM array "
                        "task; rerun without --shard to merge the parts and write the reports")

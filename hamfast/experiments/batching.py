@@ -37,8 +37,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Models trained at once on a CPU: measured on a 2-core VM with the quick preset (docs/experiments.md).
-CPU_BATCH_MODELS = 4
+# Models trained at once on a CPU: 1 (task by task). On a 2-core VM with the quick preset, 4 stacked
+# CBRTiny trained at half the samples/s of one alone (benchmarks/batched_training.py, docs/experiments.md).
+CPU_BATCH_MODELS = 1
 MAX_BATCH_MODELS = 64
 
 
@@ -93,7 +94,7 @@ def model_bytes(settings: ExperimentSettings, method: str, image_size: int) -> i
 
 def default_batch_models(settings: ExperimentSettings, image_size: int, device: str) -> int:
     """K, the models trained at once: on CUDA as many as half the free memory holds (the costliest
-    method decides), capped at 64; on the CPU :data:`CPU_BATCH_MODELS`."""
+    method decides), capped at 64; on the CPU :data:`CPU_BATCH_MODELS` (1: task by task)."""
     import torch
 
     if not str(device).startswith("cuda"):
