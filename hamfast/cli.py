@@ -350,7 +350,26 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels after cropping to the brain (quick: 96; paper: 128)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
+    _add_study_options(p)
     _add_model_options(p, {})
+
+
+def _batch_models(text: str):
+    return text if text == "auto" else _positive_int(text)
+
+
+def _add_study_options(parser) -> None:
+    group = parser.add_argument_group("speed and clusters (docs/experiments.md)")
+    group.add_argument("--batch-models", type=_batch_models, default="auto", metavar="K",
+                       help="train up to K models of a method at once as one stacked model (the runs and "
+                       "cross-validation folds of the study; same results up to float rounding); 1: task by task; "
+                       "auto: from the GPU's free memory on CUDA, 1 on a CPU (where stacking measured slower)")
+    group.add_argument("--shard", default=None, metavar="i/N",
+                       help="run only the i-th (from 0) of N disjoint parts of the study, e.g. one per SLURM array "
+                       "task; rerun without --shard to merge the parts and write the reports")
+    group.add_argument("--estimate", action="store_true",
+                       help="time a few training steps on the device (one model and K stacked) and print the "
+                       "expected wall time of the study, without running it")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -656,8 +675,12 @@ def _cmd_experiment(args) -> int:
     warning = few_runs_warning(settings.runs)
     if warning:
         log.warning(warning)
+    from hamfast.experiments.batching import parse_shard
+
+    shard = parse_shard(args.shard) if args.shard is not None else None
     outcome = run_study(settings, args.data, args.out, jobs=args.jobs, device=device, cache_dir=args.cache,
-                        progress=not args.quiet, command="hamfast " + shlex.join(args.argv), wait=args.wait)
+                        progress=not args.quiet, command="hamfast " + shlex.join(args.argv), wait=args.wait,
+                        batch_models=args.batch_models, shard=shard, estimate=args.estimate)
     print(outcome["summary"])
     print("wrote " + ", ".join(str(f) for f in outcome["files"]))
     return 0

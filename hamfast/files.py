@@ -149,7 +149,7 @@ class FolderLockedError(OutputPathError):
 
 @contextlib.contextmanager
 def lock_folder(folder, *, command: Optional[str] = None, wait: bool = False, option: str = "--out",
-                on_wait: Optional[Callable[[str], None]] = None):
+                on_wait: Optional[Callable[[str], None]] = None, name: str = LOCK_FILE):
     """Hold an exclusive lock on ``folder`` (created) while the ``with`` block runs.
 
     The lock is ``fcntl.flock`` on ``folder/.hamfast.lock``, which records the holder (pid, host,
@@ -163,6 +163,8 @@ def lock_folder(folder, *, command: Optional[str] = None, wait: bool = False, op
         wait: block until the lock is free instead of refusing.
         option: the option that named the folder, for the message.
         on_wait: called with the holder's description before blocking (``wait=True``).
+        name: the lock file's name; processes that may share the folder (the shards of one study,
+            which write disjoint task files) each take their own.
 
     Raises:
         FolderLockedError: another process holds the lock and ``wait`` is False.
@@ -174,13 +176,13 @@ def lock_folder(folder, *, command: Optional[str] = None, wait: bool = False, op
         return
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+    path = folder / name
     handle = open(path, "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = lock_holder(folder) or "another process (it has not recorded itself yet)"
+            holder = lock_holder(folder, name) or "another process (it has not recorded itself yet)"
             if not wait:
                 raise FolderLockedError(
                     f"{option} {folder} is in use by {holder}; wait for it to finish, rerun with --wait, "
@@ -199,10 +201,10 @@ def lock_folder(folder, *, command: Optional[str] = None, wait: bool = False, op
         handle.close()  # closing the descriptor releases the lock
 
 
-def lock_holder(folder) -> Optional[str]:
-    """A one-line description of the process recorded in ``folder``'s lock file, or None."""
+def lock_holder(folder, name: str = LOCK_FILE) -> Optional[str]:
+    """A one-line description of the process recorded in ``folder``'s lock file ``name``, or None."""
     try:
-        info = json.loads((Path(folder) / LOCK_FILE).read_text(encoding="utf-8"))
+        info = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
         text = f"pid {info['pid']} on {info['host']}"
     except (OSError, ValueError, KeyError, TypeError):
         return None

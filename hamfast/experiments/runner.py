@@ -37,10 +37,12 @@ from hamfast.patterns import NAMES
 __all__ = [
     "Samples",
     "Task",
+    "TaskInputs",
     "plan_tasks",
     "run_task",
+    "task_inputs",
+    "task_result",
     "run_experiment",
-    "resolve_device",
     "ExperimentInterrupted",
     "WorkerDied",
 ]
@@ -126,29 +128,64 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         sensitivity, specificity, precision) and the ``ids``, ``y_true``, ``y_pred``, ``probs``
         [n, 3] of the test cases used.
     """
-    from hamfast import data
     from hamfast.experiments.stopping import cross_validate_iterations
-    from hamfast.metrics import classification_metrics
-    from hamfast.training import TrainConfig, calibration_set, predict_proba, train
+    from hamfast.training import train
 
     start = time.perf_counter()
+    inputs = task_inputs(task, settings, samples, device)
+    config = inputs.config
+    cv = None
+    if settings.stop == "cv":
+        cv = cross_validate_iterations(
+            config, inputs.images, inputs.available, inputs.labels, folds=settings.cv_folds, eval_every=settings.cv_every
+        )
+        config.iterations = cv.iterations
+    result = train(config, inputs.images, inputs.available, inputs.labels)
+    return task_result(task, settings, samples, inputs, result, cv, time.perf_counter() - start, device)
+
+
+@dataclass
+class TaskInputs:
+    """What a task trains on: its config (before the stopping rule) and training data.
+
+    Attributes:
+        config: the ``TrainConfig`` (``iterations``: the fixed count or the cross-validation maximum).
+        images: float32 [n, 4, H, W]; available: bool [n, 4] (the simulated training mask);
+        labels: int64 [n]; train_idx, test_idx: the split, positions into the cohort.
+    """
+
+    config: object
+    images: np.ndarray
+    available: np.ndarray
+    labels: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def task_inputs(task: Task, settings: ExperimentSettings, samples: Samples, device: str = "cpu") -> TaskInputs:
+    """The split, missingness draw and training config of a task (see :func:`run_task`)."""
+    from hamfast import data
+    from hamfast.training import TrainConfig
+
     split_seed = task.seed if settings.split == "per-run" else settings.seed
     train_idx, test_idx = data.stratified_split(samples.labels, test_size=settings.test_size, seed=split_seed)
     drop = data.drop_one_modality if settings.experiment == "a" else data.drop_random_modalities
     missing_seed = 1000 * task.seed + round(100 * task.completeness)
     train_available = np.asarray(drop(samples.available[train_idx], task.completeness, seed=missing_seed), dtype=bool)
-    images, labels = samples.images[train_idx], samples.labels[train_idx]
-
     config = TrainConfig(task.method, seed=task.seed, device=device, **settings.train_options())
-    cv = None
-    if settings.stop == "cv":
-        cv = cross_validate_iterations(
-            config, images, train_available, labels, folds=settings.cv_folds, eval_every=settings.cv_every
-        )
-        config.iterations = cv.iterations
-    result = train(config, images, train_available, labels)
-    calibration = calibration_set(config, images, train_available)  # the baselines' precise BN per test pattern
+    return TaskInputs(config, samples.images[train_idx], train_available, samples.labels[train_idx], train_idx, test_idx)
 
+
+def task_result(task: Task, settings: ExperimentSettings, samples: Samples, inputs: TaskInputs, result, cv,
+                seconds: float, device: str) -> dict:
+    """Evaluate a task's trained model (``result``: a ``TrainResult``) on its test subsets: the
+    task's JSON-ready record (see :func:`run_task`)."""
+    from hamfast.metrics import classification_metrics
+    from hamfast.training import calibration_set, predict_proba
+
+    test_idx = inputs.test_idx
+    # The baselines' precise batch-norm statistics per test pattern (None for HAM or when off).
+    calibration = calibration_set(result.config, inputs.images, inputs.available)
     evaluations = []
     for subset in settings.subsets:
         mask = subset_mask(subset)
@@ -181,9 +218,9 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         "iterations": int(result.history["iterations"]),
         "cv": cv.to_dict() if cv is not None else None,
         "loss": [round(v, 6) for v in result.history["loss"]],
-        "train_samples": int(len(train_idx)),
-        "train_complete": int(train_available.all(1).sum()),
-        "seconds": round(time.perf_counter() - start, 2),
+        "train_samples": int(len(inputs.train_idx)),
+        "train_complete": int(inputs.available.all(1).sum()),
+        "seconds": round(seconds, 2),
         "device": str(device),
         "evaluations": evaluations,
     }
@@ -229,6 +266,8 @@ def run_experiment(
     device: str = "cpu",
     progress: bool = True,
     task_fn: Optional[Callable] = None,
+    batch_models: int = 1,
+    shard: Optional[tuple[int, int]] = None,
 ) -> list[dict]:
     """Run the tasks of ``settings`` that ``out`` does not hold yet; return every task result in ``out``.
 
@@ -243,19 +282,29 @@ def run_experiment(
             (default :func:`run_task`); with ``jobs > 1`` it must be importable by name (a module-level
             function), as the workers unpickle it.
 
+        batch_models: K > 1 trains up to K models at once, stacked
+            (:func:`hamfast.experiments.batching.run_batched`, in this process).
+        shard: ``(i, N)``: only the i-th of N disjoint parts of the tasks
+            (:func:`hamfast.experiments.batching.shard_tasks`).
+
     Returns:
-        The results of all the experiment's tasks found in ``out`` (finished now or before), in
-        plan order.
+        The results of the experiment's tasks (of the shard) found in ``out`` (finished now or
+        before), in plan order.
 
     Raises:
         ExperimentInterrupted: on Ctrl-C (a ``KeyboardInterrupt``): the workers are stopped at once,
             every finished task is kept, and the message says how many.
     """
+    from hamfast.experiments.batching import run_batched, shard_tasks
+
     out = Path(out)
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     check_settings(out, settings)
     tasks = plan_tasks(settings)
+    if shard is not None:
+        tasks = shard_tasks(tasks, *shard)
+        log.info("shard %d/%d: %d of the experiment's tasks", shard[0], shard[1], len(tasks))
     done = finished_tasks(out)
     pending = [t for t in tasks if t.name not in done]
     log.info(
@@ -265,7 +314,13 @@ def run_experiment(
     )
     if pending:
         try:
-            _run_pending(pending, settings, samples, out, jobs, device, progress, task_fn)
+            if batch_models > 1:
+                if jobs > 1:
+                    log.info("--jobs %d is ignored: batched training (--batch-models %d) runs in one process", jobs, batch_models)
+                run_batched(pending, settings, samples, out, batch_models=batch_models, device=device, progress=progress,
+                            finish=_log_finished)
+            else:
+                _run_pending(pending, settings, samples, out, jobs, device, progress, task_fn)
         except KeyboardInterrupt:
             finished = len(finished_tasks(out) & {t.name for t in tasks})
             raise ExperimentInterrupted(
@@ -292,13 +347,17 @@ def _run_pending(pending, settings, samples, out, jobs, device, progress, task_f
         _run_tasks(pending, settings, samples, out, jobs, device, bar, task_fn)
 
 
+def _log_finished(task: Task, result: dict) -> None:
+    scores = ", ".join(f"{e['condition']} {e['metrics']['balanced_accuracy']:.3f}" for e in result["evaluations"][:3])
+    log.info("finished %s: %d iterations, balanced accuracy %s (%.0f s)", task.name, result["iterations"], scores, result["seconds"])
+
+
 def _run_tasks(pending, settings, samples, out, jobs, device, bar, task_fn) -> None:
     """Run ``pending`` here (jobs == 1) or in worker processes, writing each result as it arrives."""
 
     def finish(task: Task, result: dict) -> None:
         write_json_atomic(out / TASKS_DIR / f"{task.name}.json", result)
-        scores = ", ".join(f"{e['condition']} {e['metrics']['balanced_accuracy']:.3f}" for e in result["evaluations"][:3])
-        log.info("finished %s: %d iterations, balanced accuracy %s (%.0f s)", task.name, result["iterations"], scores, result["seconds"])
+        _log_finished(task, result)
         if bar is not None:
             bar.set_postfix_str(f"last: {task.name}", refresh=False)
             bar.update(1)

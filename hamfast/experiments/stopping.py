@@ -21,7 +21,7 @@ import numpy as np
 
 from hamfast.metrics import classification_metrics
 
-__all__ = ["CVResult", "stratified_folds", "select_iterations", "cross_validate_iterations"]
+__all__ = ["CVResult", "stratified_folds", "select_iterations", "cv_folds", "fold_scorer", "cv_result", "cross_validate_iterations"]
 
 
 @dataclass
@@ -90,6 +90,48 @@ def select_iterations(eval_iterations, fold_scores) -> tuple[int, np.ndarray]:
     return int(eval_iterations[int(np.argmax(mean))]), mean  # argmax takes the first maximum
 
 
+def cv_folds(config, images, available, labels, folds: int) -> list[dict]:
+    """The training and validation data of every fold (what :func:`cross_validate_iterations` trains on).
+
+    Standard keeps only the complete samples. Returns ``folds`` dicts with ``fit`` (images,
+    available, labels of the training part) and ``val`` (the same of the held-out fold), as arrays.
+    """
+    images = np.asarray(images)
+    available = np.asarray(available, dtype=bool)
+    labels = np.asarray(labels)
+    if config.method == "standard":
+        keep = np.flatnonzero(available.all(1))
+        images, available, labels = images[keep], available[keep], labels[keep]
+    out = []
+    for val in stratified_folds(labels, folds, config.seed):
+        fit = np.setdiff1d(np.arange(labels.size), val)
+        out.append({"fit": (images[fit], available[fit], labels[fit]), "val": (images[val], available[val], labels[val])})
+    return out
+
+
+def fold_scorer(scores: dict, fold: dict, config):
+    """A training callback that records ``scores[iteration]`` = balanced accuracy on the fold's
+    ``val`` part (a :func:`cv_folds` entry), with the baselines' batch-norm statistics recomputed on
+    its ``fit`` part as the final model's are (``hamfast.training.calibration_set``)."""
+    from hamfast.training import calibration_set, predict_proba
+
+    images, available, labels = fold["val"]
+    calibration = calibration_set(config, *fold["fit"][:2])
+
+    def evaluate(iteration, model):
+        probs = predict_proba(model, images, available, device=config.device, calibration=calibration)
+        scores[iteration] = classification_metrics(labels, probs.argmax(1).numpy())["balanced_accuracy"]
+
+    return evaluate
+
+
+def cv_result(fold_scores: list[dict]) -> CVResult:
+    """The :class:`CVResult` of every fold's ``{iteration: score}``."""
+    eval_iterations = sorted(fold_scores[0])
+    best, mean = select_iterations(eval_iterations, [[scores[i] for i in eval_iterations] for scores in fold_scores])
+    return CVResult(best, eval_iterations, mean.tolist(), [[scores[i] for i in eval_iterations] for scores in fold_scores])
+
+
 def cross_validate_iterations(config, images, available, labels, *, folds: int, eval_every: int) -> CVResult:
     """Choose the training length of ``config`` by ``folds``-fold cross-validation.
 
@@ -104,28 +146,12 @@ def cross_validate_iterations(config, images, available, labels, *, folds: int, 
     Returns:
         A :class:`CVResult`.
     """
-    from hamfast.training import calibration_set, predict_proba, train
+    from hamfast.training import train
 
-    images = np.asarray(images)
-    available = np.asarray(available, dtype=bool)
-    labels = np.asarray(labels)
-    if config.method == "standard":
-        keep = np.flatnonzero(available.all(1))
-        images, available, labels = images[keep], available[keep], labels[keep]
     eval_every = min(eval_every, config.iterations)
     fold_scores = []
-    for fold, val in enumerate(stratified_folds(labels, folds, config.seed)):
-        fit = np.setdiff1d(np.arange(labels.size), val)
+    for fold in cv_folds(config, images, available, labels, folds):
         scores = {}
-
-        calibration = calibration_set(config, images[fit], available[fit])
-
-        def evaluate(iteration, model, val=val, calibration=calibration):
-            probs = predict_proba(model, images[val], available[val], device=config.device, calibration=calibration)
-            scores[iteration] = classification_metrics(labels[val], probs.argmax(1).numpy())["balanced_accuracy"]
-
-        train(config, images[fit], available[fit], labels[fit], callback=evaluate, eval_every=eval_every)
-        fold_scores.append([scores[i] for i in sorted(scores)])
-    eval_iterations = sorted(scores)
-    best, mean = select_iterations(eval_iterations, fold_scores)
-    return CVResult(best, eval_iterations, mean.tolist(), fold_scores)
+        train(config, *fold["fit"], callback=fold_scorer(scores, fold, config), eval_every=eval_every)
+        fold_scores.append(scores)
+    return cv_result(fold_scores)

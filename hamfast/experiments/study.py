@@ -8,10 +8,10 @@ from typing import Optional
 
 from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_brats_cases, training_memory
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.files import check_output_dir, lock_folder, write_text_atomic
+from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
-from hamfast.experiments.runner import Samples, finished_tasks, run_experiment
+from hamfast.experiments.runner import Samples, finished_tasks, plan_tasks, run_experiment
 
 __all__ = ["is_brats_root", "load_cohort", "cohort_description", "run_study"]
 
@@ -63,6 +63,9 @@ def run_study(
     progress: bool = True,
     command: Optional[str] = None,
     wait: bool = False,
+    batch_models="auto",
+    shard: Optional[tuple[int, int]] = None,
+    estimate: bool = False,
 ) -> dict:
     """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md`` and the plots.
 
@@ -77,9 +80,16 @@ def run_study(
         command: the command line, quoted in the summary and recorded in the folder's lock.
         wait: when another process holds ``out`` (see :func:`hamfast.files.lock_folder`), wait for
             it instead of refusing.
+        batch_models: models trained at once (an int, or ``"auto"``:
+            :func:`hamfast.experiments.batching.default_batch_models`); 1 trains task by task.
+        shard: ``(i, N)``: run only the i-th of N parts of the tasks and write no report (rerun
+            without ``shard`` to merge the shards' task files and write the reports). Each shard
+            locks ``out`` with its own lock file, so the shards of a study can share the folder.
+        estimate: time a few steps and return the expected wall time instead of running.
 
     Returns:
-        ``{"results": task results, "summary": summary.md text, "files": paths written}``.
+        ``{"results": task results, "summary": summary.md text (or the estimate, or a shard's
+        one-line account), "files": paths written}``.
 
     Raises:
         ValueError: before any training: ``out`` cannot be written or is in use, the slices are too
@@ -92,12 +102,15 @@ def run_study(
         if is_brats_root(data):  # reading it at that size must fit, before it is read
             cases = count_brats_cases(data)
             check_memory(cohort_memory(cases, settings.size), f"reading {cases} cases at --size {settings.size}")
-    with lock_folder(out, command=command, wait=wait,
+    lock_name = LOCK_FILE if shard is None else f".hamfast-shard-{shard[0]}-of-{shard[1]}.lock"
+    with lock_folder(out, command=command, wait=wait, name=lock_name,
                      on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
-        return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start)
+        return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
+                           estimate)
 
 
-def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start) -> dict:
+def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
+                estimate) -> dict:
     size = {} if settings.size is None else {"size": settings.size}  # None: a cache of any size will do
     cohort = load_cohort(data, cache_dir=cache_dir, progress=progress, **size)
     if len(cohort) <= settings.test_size:
@@ -113,8 +126,27 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         per_worker = 0
     check_memory((workers + (workers > 1)) * cohort.images.nbytes + workers * per_worker,
                  f"{workers} worker(s) with {len(cohort)} cases of {side} px", "cpu")
+
+    from hamfast.experiments import batching
+
+    samples = Samples.from_cohort(cohort)
+    if batch_models == "auto":
+        batch_models = batching.default_batch_models(settings, int(cohort.images.shape[-1]), device)
+        log.info("training up to %d models at once (--batch-models auto on %s)", batch_models, device)
+    if estimate:
+        tasks = plan_tasks(settings)
+        if shard is not None:
+            tasks = batching.shard_tasks(tasks, *shard)
+        pending = [t for t in tasks if t.name not in finished_tasks(out)]
+        found = batching.estimate_study(settings, samples, pending, batch_models=max(2, int(batch_models)), device=device)
+        return {"results": [], "summary": batching.format_estimate(found, settings), "files": [], "estimate": found}
     done_before = len(finished_tasks(out))
-    results = run_experiment(settings, Samples.from_cohort(cohort), out, jobs=jobs, device=device, progress=progress)
+    results = run_experiment(settings, samples, out, jobs=jobs, device=device, progress=progress,
+                             batch_models=int(batch_models), shard=shard)
+    if shard is not None:
+        summary = (f"shard {shard[0]}/{shard[1]}: {len(results)} task files in {out / 'tasks'}; rerun the same command "
+                   "without --shard (after every shard) to merge them and write the reports")
+        return {"results": results, "summary": summary, "files": []}
     files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]
     write_csv(files[0], run_rows(results), RUN_COLUMNS)
     write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)

@@ -2,6 +2,8 @@
 
 * :mod:`.trainer`: :class:`TrainConfig`, :func:`train` (the training loop), :func:`predict_proba`;
 * :mod:`.checkpoints`: :func:`save_checkpoint`, :func:`load_checkpoint`;
+* :mod:`.batched`: :func:`~hamfast.training.batched.train_batched`, R models of one method trained as
+  one stacked model (the same results as R calls of :func:`train`);
 * building blocks: batch/pattern sampling (:mod:`.sampling`), the loss (:mod:`.losses`) and HAM's
   precise per-pattern batch-norm statistics (:mod:`.recalibrate`).
 """
