@@ -35,13 +35,13 @@ from torch import nn
 
 from hamfast.models.stacked import stack_models
 from hamfast.training.losses import class_weights, focal_loss
-from hamfast.training.sampling import make_sampler
 from hamfast.training.trainer import (
     TrainConfig,
     TrainResult,
     _as_inputs,
     _batch,
     _make_augment,
+    _make_sampler,
     _recalibrate,
     build_from_config,
 )
@@ -54,7 +54,8 @@ __all__ = ["BATCHABLE_FIELDS", "batching_problem", "train_batched"]
 # the others may differ per model. A field added to TrainConfig later is only accepted at its
 # default value (the batched loop may not implement what it changes).
 SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "lr", "device", "backend")
-PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate")
+PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate",
+             "dropout_mode", "dropout_p", "dropout_keep")
 BATCHABLE_FIELDS = SHARED + PER_MODEL
 
 Callback = Callable[[int, nn.Module], Optional[bool]]
@@ -259,8 +260,7 @@ class SliceOptimizer:
 def _member(config: TrainConfig, entry, callback: Optional[Callback], device: torch.device) -> _Member:
     """Model r's data, sampler, loss, augmentation and initial model, built exactly as ``train`` builds them."""
     images, available, labels = _as_inputs(*entry)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = make_sampler(config.method, config.schedule, available, config.batch_size, config.n_it, generator)
+    sampler = _make_sampler(config, available)
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
     with torch.random.fork_rng(devices=[]):

@@ -239,6 +239,15 @@ def _step_loss(model: nn.Module, loss_fn, x: Tensor, mu: Tensor, target: Tensor)
     return loss_fn(model(x, mu), target)
 
 
+def _make_sampler(config: TrainConfig, available: Tensor):
+    """The batch sampler of a run (``hamfast.training.sampling``), its generator seeded by ``config.seed``."""
+    generator = torch.Generator().manual_seed(config.seed)
+    return make_sampler(
+        config.method, config.schedule, available, config.batch_size, config.n_it, generator,
+        dropout_mode=config.dropout_mode, dropout_p=config.dropout_p, dropout_keep=config.dropout_keep,
+    )
+
+
 def train(
     config: TrainConfig,
     images,
@@ -273,11 +282,7 @@ def train(
     if callback is not None and (eval_every is None or eval_every < 1):
         raise ValueError(f"eval_every must be a positive int when callback is given, got {eval_every}")
     device = torch.device(config.device)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = make_sampler(
-        config.method, config.schedule, available, config.batch_size, config.n_it, generator,
-        dropout_mode=config.dropout_mode, dropout_p=config.dropout_p, dropout_keep=config.dropout_keep,
-    )
+    sampler = _make_sampler(config, available)
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
     with torch.random.fork_rng(devices=[]):
