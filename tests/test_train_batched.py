@@ -100,8 +100,8 @@ def float64_training(monkeypatch):
 
     for module in (trainer, batched):
         monkeypatch.setattr(module, "_as_inputs", as_inputs64)
-        monkeypatch.setattr(module, "build_from_config", lambda config: build(config).double())
         monkeypatch.setattr(module, "_batch", batch64)
+    monkeypatch.setattr(trainer, "build_from_config", lambda config: build(config).double())  # both start runs here
 
 
 def _assert_same_models(a, b, tol):

@@ -34,16 +34,13 @@ import torch
 from torch import nn
 
 from hamfast.models.stacked import stack_models
-from hamfast.training.losses import class_weights, focal_loss
 from hamfast.training.trainer import (
     TrainConfig,
     TrainResult,
     _as_inputs,
     _batch,
-    _make_augment,
-    _make_sampler,
     _recalibrate,
-    build_from_config,
+    _start_run,
 )
 
 Tensor = torch.Tensor
@@ -260,16 +257,9 @@ class SliceOptimizer:
 def _member(config: TrainConfig, entry, callback: Optional[Callback], device: torch.device) -> _Member:
     """Model r's data, sampler, loss, augmentation and initial model, built exactly as ``train`` builds them."""
     images, available, labels = _as_inputs(*entry)
-    sampler = _make_sampler(config, available)
-    weights = class_weights(labels[sampler.pool], config.num_classes)
-    loss_fn = focal_loss(weights.to(device), config.focal_gamma)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_from_config(config).to(device)
-    augment = _make_augment(config)
-    source = images if augment is not None else images.to(device)
-    history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
-    return _Member(config, model, source, available, labels, sampler, loss_fn, augment, callback, history)
+    run = _start_run(config, images, available, labels, device)
+    return _Member(config, run.model, run.source, available, labels, run.sampler, run.loss_fn, run.augment, callback,
+                   run.history)
 
 
 def _finish(m: _Member, stacked, r: int) -> None:

@@ -248,6 +248,33 @@ def _make_sampler(config: TrainConfig, available: Tensor):
     )
 
 
+@dataclass
+class _RunStart:
+    """What one run starts from, built the same way by :func:`train` and ``train_batched``: its
+    batch sampler, focal loss (class weights from the sampler's pool), freshly initialised model
+    (seeded by ``config.seed``), augmentation, image source and empty history."""
+
+    sampler: object
+    loss_fn: Callable
+    model: nn.Module
+    augment: object
+    source: Tensor
+    history: dict
+
+
+def _start_run(config: TrainConfig, images: Tensor, available: Tensor, labels: Tensor, device) -> _RunStart:
+    sampler = _make_sampler(config, available)
+    weights = class_weights(labels[sampler.pool], config.num_classes)
+    loss_fn = focal_loss(weights.to(device), config.focal_gamma)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_from_config(config).to(device)
+    augment = _make_augment(config)
+    source = images if augment is not None else images.to(device)  # augmentation runs on the CPU
+    history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
+    return _RunStart(sampler, loss_fn, model, augment, source, history)
+
+
 def train(
     config: TrainConfig,
     images,
@@ -282,17 +309,12 @@ def train(
     if callback is not None and (eval_every is None or eval_every < 1):
         raise ValueError(f"eval_every must be a positive int when callback is given, got {eval_every}")
     device = torch.device(config.device)
-    sampler = _make_sampler(config, available)
-    weights = class_weights(labels[sampler.pool], config.num_classes)
-    loss_fn = focal_loss(weights.to(device), config.focal_gamma)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_from_config(config).to(device)
+    run = _start_run(config, images, available, labels, device)
+    sampler, loss_fn, model, augment, source, history = (
+        run.sampler, run.loss_fn, run.model, run.augment, run.source, run.history
+    )
     optimizer_cls = torch.optim.RMSprop if config.method == "ham" else torch.optim.Adam
     optimizer = optimizer_cls(model.parameters(), lr=config.lr)
-    augment = _make_augment(config)
-    source = images if augment is not None else images.to(device)  # augmentation runs on the CPU
-    history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
 
     bar = None
     if progress:
