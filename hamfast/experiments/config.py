@@ -199,12 +199,10 @@ class ExperimentSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def train_options(self) -> dict:
-        """The ``hamfast.training.TrainConfig`` fields these settings fix: every field the two share,
-        but the seed (each run has its own; method and device are not settings fields)."""
-        from hamfast.training import TrainConfig
-
-        shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(self)}
-        return {name: getattr(self, name) for name in sorted(shared - {"seed"})}
+        """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed, device)."""
+        names = ("schedule", "iterations", "batch_size", "lr", "widths", "hidden", "kernel_size", "augment", "n_it",
+                 "recalibrate", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep", "precision")
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentSettings":
