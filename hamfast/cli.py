@@ -682,7 +682,8 @@ def _cmd_experiment(args) -> int:
                         progress=not args.quiet, command="hamfast " + shlex.join(args.argv), wait=args.wait,
                         batch_models=args.batch_models, shard=shard, estimate=args.estimate)
     print(outcome["summary"])
-    print("wrote " + ", ".join(str(f) for f in outcome["files"]))
+    if outcome["files"]:  # --estimate writes nothing
+        print("wrote " + ", ".join(str(f) for f in outcome["files"]))
     return 0
 
 

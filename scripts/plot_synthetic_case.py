@@ -21,11 +21,11 @@ from hamfast.data import MODALITIES, load_case, make_synthetic_brats  # noqa: E4
 from hamfast.data.brats import TRAINING_DIR  # noqa: E402
 from hamfast.data.synthetic import TRAIT_RANGES_MM, case_traits, trait_sizes  # noqa: E402
 
-SHOWS = {  # what each modality shows of the three traits
-    "t1": "dark necrosis",
-    "t1ce": "enhancing rim, dark necrosis",
-    "t2": "lesion (oedema) extent",
-    "flair": "lesion (oedema) extent",
+SHOWS = {  # what each modality shows of the size traits, and its private contrast trait
+    "t1": "dark necrosis; private: oedema darkness",
+    "t1ce": "rim, dark necrosis; private: rim brightness",
+    "t2": "lesion extent; private: oedema brightness",
+    "flair": "lesion extent; private: oedema brightness",
 }
 
 
@@ -47,12 +47,14 @@ def main():
     z, days = case_traits(args.seed, args.case, np.random.default_rng([args.seed, args.case]))
     sizes = trait_sizes(z)
 
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.8))
     for ax, modality, channel in zip(axes, MODALITIES, image):
         ax.imshow(channel.T, cmap="gray", origin="lower", vmin=0, vmax=1)  # rows = L-R, columns = P-A: show A up
         ax.set_title(f"{modality}\n{SHOWS[modality]}", fontsize=10)
         ax.axis("off")
     traits = ", ".join(f"{name.replace('_mm', '')} {getattr(sizes, name):.1f} mm" for name in TRAIT_RANGES_MM)
+    if sizes.contrasts is not None:
+        traits += "; private contrasts " + ", ".join(f"{m} {c:.2f}" for m, c in zip(MODALITIES, sizes.contrasts))
     fig.suptitle(f"synthetic case {case} (seed {args.seed}), axial slice {index} ({int((seg > 0).sum())} tumour voxels)\n"
                  f"traits: {traits}; survival {days:.0f} days", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.86))

@@ -11,7 +11,7 @@ nib = pytest.importorskip("nibabel")
 from hamfast.data import MODALITIES, make_synthetic_brats, prepare_brats, survival_class  # noqa: E402
 from hamfast.data.brats import TRAINING_DIR  # noqa: E402
 from hamfast.data.phantom import CONTRAST, PRIVATE_CONTRASTS  # noqa: E402
-from hamfast.data.synthetic import case_traits, risk_weights, trait_sizes  # noqa: E402
+from hamfast.data.synthetic import SIZE_WEIGHTS, case_traits, risk_weights, trait_sizes  # noqa: E402
 
 SHAPE = (64, 64, 16)
 N = 12
@@ -99,7 +99,8 @@ def test_class_shares_follow_the_paper():
 
 
 def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
-    """Larger traits mean shorter survival; the oedema trait sets the lesion area of the reader's slice
+    """Each size trait moves survival the way its weight's sign says (positive: shorter); the oedema
+    trait sets the lesion area of the reader's slice
     and the rim trait the enhancing area (an image-driven cohort: signal 0.95, no private traits)."""
     n, seed = 40, 1
     root = make_synthetic_brats(tmp_path, n_cases=n, shape=SHAPE, seed=seed, signal=0.95, private=0.0)
@@ -114,7 +115,9 @@ def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
     def rank_corr(a, b):
         return np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1]
 
-    assert all(rank_corr(traits[:, k], days) < -0.2 for k in range(3))
+    many = [case_traits(seed, i, np.random.default_rng([seed, i]), 0.95, 0.0) for i in range(1000)]  # no images
+    many_traits, many_days = np.array([z for z, _ in many]), np.log([d for _, d in many])
+    assert all(np.sign(SIZE_WEIGHTS[k]) * rank_corr(many_traits[:, k], many_days) < -0.2 for k in range(3))
     assert rank_corr(traits[:, 2], lesion) > 0.8
     assert rank_corr(traits[:, 1], enhancing) > 0.6
     assert abs(rank_corr(traits[:, 0], lesion)) < 0.4  # necrosis does not set the lesion size
