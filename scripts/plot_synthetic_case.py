@@ -22,7 +22,7 @@ from hamfast.data.brats import TRAINING_DIR  # noqa: E402
 from hamfast.data.synthetic import TRAIT_RANGES_MM, case_traits, trait_sizes  # noqa: E402
 
 SHOWS = {  # what each modality shows of the size traits, and its private contrast trait
-    "t1": "dark necrosis; private: oedema darkness",
+    "t1": "dark necrosis; private: oedema intensity",
     "t1ce": "rim, dark necrosis; private: rim brightness",
     "t2": "lesion extent; private: oedema brightness",
     "flair": "lesion extent; private: oedema brightness",
