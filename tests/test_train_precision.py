@@ -9,7 +9,7 @@ from hamfast.experiments.config import ExperimentSettings, make_settings
 from hamfast.training import PRECISIONS, TrainConfig, train
 
 WIDTHS = (4, 8, 8, 8)
-STEPS = 60
+STEPS = 100
 WINDOW = 15  # losses averaged at the start and at the end
 
 
