@@ -16,8 +16,9 @@ import itertools
 
 import numpy as np
 
-from hamfast.data import MODALITIES
-from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL, TRAIT_NAMES, risk_weights
+from hamfast.data import MODALITIES, survival_class
+from hamfast.data.synthetic import (DEFAULT_PRIVATE, DEFAULT_SIGNAL, LOG_DAYS_MEAN, LOG_DAYS_SD, TRAIT_NAMES,
+                                    risk_weights)
 
 # Which latent traits each modality shows (hamfast.data.phantom's table; "faint" counts as shown).
 SHOWN = {
@@ -26,7 +27,6 @@ SHOWN = {
     "t2": ("oedema", "t2_private"),
     "flair": ("oedema", "flair_private"),
 }
-CLASS_SHARES = (0.36, 0.25, 0.39)  # short / mid / long, the cohort's (and BraTS2019's) shares
 
 
 def balanced_accuracy(score: np.ndarray, label: np.ndarray, grid: int = 60) -> float:
@@ -102,8 +102,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     v = rng.standard_normal((args.cases, weights.size))
     risk = v @ weights
-    edges = np.quantile(risk, [CLASS_SHARES[0], CLASS_SHARES[0] + CLASS_SHARES[1]])
-    label = 2 - np.searchsorted(edges, risk)  # the highest risk: short survival, class 0
+    label = survival_class(np.exp(LOG_DAYS_MEAN - LOG_DAYS_SD * risk))  # the cohort's own days and classes
     subsets = [(m,) for m in MODALITIES] + [tuple(MODALITIES)]
     subsets += [tuple(m for m in MODALITIES if m != left) for left in MODALITIES]
     print(f"signal {args.signal}, private {args.private}, {args.cases} simulated cases")

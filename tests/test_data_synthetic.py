@@ -104,19 +104,18 @@ def test_traits_drive_survival_and_show_in_the_slice(tmp_path):
     and the rim trait the enhancing area (an image-driven cohort: signal 0.95, no private traits)."""
     n, seed = 40, 1
     root = make_synthetic_brats(tmp_path, n_cases=n, shape=SHAPE, seed=seed, signal=0.95, private=0.0)
-    traits, days, lesion, enhancing = [], [], [], []
+    # The traits of many more cases than are imaged, for the trait-survival correlations; the first n are the images'.
+    many = [case_traits(seed, i, np.random.default_rng([seed, i]), 0.95, 0.0) for i in range(1000)]
+    many_traits, many_days = np.array([z for z, _ in many]), np.log([d for _, d in many])
+    traits, lesion, enhancing = many_traits[:n], [], []
     for i in range(n):
-        z, d = case_traits(seed, i, np.random.default_rng([seed, i]), 0.95, 0.0)
         seg = case_arrays(root, f"BraTS19_SYN_{i:04d}_1")["seg"]
         axial = seg[..., np.argmax((seg > 0).sum((0, 1)))]
-        traits.append(z), days.append(d), lesion.append((axial > 0).sum()), enhancing.append((axial == 4).sum())
-    traits, days = np.array(traits), np.log(days)
+        lesion.append((axial > 0).sum()), enhancing.append((axial == 4).sum())
 
     def rank_corr(a, b):
         return np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1]
 
-    many = [case_traits(seed, i, np.random.default_rng([seed, i]), 0.95, 0.0) for i in range(1000)]  # no images
-    many_traits, many_days = np.array([z for z, _ in many]), np.log([d for _, d in many])
     assert all(np.sign(SIZE_WEIGHTS[k]) * rank_corr(many_traits[:, k], many_days) < -0.2 for k in range(3))
     assert rank_corr(traits[:, 2], lesion) > 0.8
     assert rank_corr(traits[:, 1], enhancing) > 0.6
