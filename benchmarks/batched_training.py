@@ -97,7 +97,7 @@ def bench_study(args) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        hdata.make_synthetic_brats(tmp / "brats", n_cases=args.cases, shape=(96, 96, 16), seed=0)
+        hdata.make_synthetic_brats(tmp / "brats", n_cases=args.cases, seed=0)
         cohort = hdata.open_cohort(tmp / "brats", cache_dir=tmp / "cache", size=96)
         samples = Samples.from_cohort(cohort)
         overrides = dict(runs=args.runs)

@@ -45,7 +45,7 @@ from hamfast.checks import (
     resolve_device,
     training_memory,
 )
-from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL
+from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SHAPE, DEFAULT_SIGNAL
 from hamfast.files import check_output_dir, check_output_file, lock_folder, write_json_atomic
 from hamfast.experiments.runner import WorkerDied, subset_mask
 from hamfast.experiments.stats import few_runs_warning
@@ -60,7 +60,6 @@ CLASS_NAMES = ("short", "mid", "long")
 DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
 # Outside any checkout, so the demo never litters a git tree; printed at the end of the demo.
 DEFAULT_DEMO_OUT = Path.home() / ".cache" / "hamfast" / "demo"
-DEMO_SHAPE = (96, 96, 16)  # the demo's synthetic volumes, voxels
 TRAIN_SIZE = 96  # `train`'s slice side for a BraTS root: the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
 
 
@@ -216,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
              "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
     p.add_argument("out", type=Path, help="folder to create")
     p.add_argument("--cases", type=_positive_int, default=213, help="number of patients (BraTS2019 has 213 with survival)")
-    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=(96, 96, 16), help="volume shape in voxels")
+    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=DEFAULT_SHAPE, help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
                    help="share of the survival risk's variance the images explain (the rest is unlearnable noise)")
@@ -702,7 +701,7 @@ def _cmd_demo(args) -> int:
             log.info("reusing the synthetic cohort in %s", root)
         else:
             log.info("writing %d synthetic cases to %s", args.cases, root)
-        make_synthetic_brats(root, n_cases=args.cases, shape=DEMO_SHAPE, seed=0)  # returns at once when made before
+        make_synthetic_brats(root, n_cases=args.cases, seed=0)  # returns at once when made before
         outcome = run_study(settings, root, out / "experiment_a", jobs=args.jobs, device=device,
                             cache_dir=out / "cache", progress=not args.quiet, command="hamfast demo")
     summary = outcome["summary"]

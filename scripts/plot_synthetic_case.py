@@ -1,6 +1,6 @@
 """Draw one synthetic case's four modalities as the model sees them (docs/images/synthetic_case.png).
 
-Usage: python scripts/plot_synthetic_case.py [--out PNG] [--seed 0] [--case 1] [--size 128]
+Usage: python scripts/plot_synthetic_case.py [--out PNG] [--seed 0] [--case 1] [--size 96]
 
 Generates the case with hamfast.data.make_synthetic_brats (default volume shape) in a temporary
 folder and reads it with hamfast.data.load_case, the reader's own preprocessing (largest-tumour
@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--case", type=int, default=1)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=96)  # the quick preset's slice side
     args = parser.parse_args()
 
     case = f"BraTS19_SYN_{args.case:04d}_1"

@@ -57,7 +57,7 @@ __all__ = [
     "make_synthetic_brats",
 ]
 
-DEFAULT_SHAPE = (128, 128, 64)
+DEFAULT_SHAPE = (96, 96, 16)  # voxels: 2.5 mm in-plane, ~10 mm slices; every documented result uses it
 # Each trait's z maps through the normal CDF onto this range (uniform sizes, varying a lot).
 TRAIT_RANGES_MM = {"necrosis_mm": (3.0, 14.0), "rim_mm": (2.0, 10.0), "oedema_mm": (26.0, 60.0)}
 DEFAULT_SIGNAL = 0.95  # share of the risk variance the images explain (calibrated: docs/data.md)
