@@ -91,10 +91,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="also probe this cohort with a logistic regression")
     args = parser.parse_args()
-    try:
-        risk_weights(args.signal, args.private)
-    except ValueError as error:  # one line naming the option, before any simulation
-        parser.error(str(error).replace("signal (", "--signal (").replace("private (", "--private ("))
+    for option, value in (("--signal", args.signal), ("--private", args.private)):
+        if not 0 <= value <= 1:  # one line naming the option, before any simulation
+            parser.error(f"{option} is a share and must lie in [0, 1], got {value}")
     features = labels = None
     if args.data:
         from hamfast.data import prepare_brats

@@ -26,8 +26,8 @@ explained part carried by the private traits, which a model loses with their mod
 The defaults (``DEFAULT_SIGNAL``, ``DEFAULT_PRIVATE``) are calibrated so that, as on BraTS
 survival, a Standard CBRTiny (the quick preset's widths) trained on every complete training case
 reaches roughly 0.5-0.6 balanced accuracy and loses clearly when only a quarter of the cases is
-complete (docs/data.md has the measurement: 0.58 -> 0.46 over 10 runs). ``signal=0.95, private=0`` shows every trait in at least two modalities
-but the rim.
+complete (docs/data.md has the measurement: 0.58 -> 0.46 over 10 runs). ``signal=0.95,
+private=0`` shows every trait in at least two modalities but the rim.
 """
 from __future__ import annotations
 
