@@ -29,7 +29,7 @@ SHOWN = {
 }
 
 
-def balanced_accuracy(score: np.ndarray, label: np.ndarray, grid: int = 60) -> float:
+def best_threshold_accuracy(score: np.ndarray, label: np.ndarray, grid: int = 60) -> float:
     """The best balanced accuracy of ``label`` (0 short, 1 mid, 2 long) by two thresholds on ``score``
     (higher: shorter survival)."""
     cuts = np.quantile(score, np.linspace(0.02, 0.98, grid))
@@ -94,11 +94,16 @@ def main():
     for option, value in (("--signal", args.signal), ("--private", args.private)):
         if not 0 <= value <= 1:  # one line naming the option, before any simulation
             parser.error(f"{option} is a share and must lie in [0, 1], got {value}")
+    if args.cases < 1000:
+        parser.error(f"--cases must be at least 1000 (simulated cases for the bound), got {args.cases}")
     features = labels = None
     if args.data:
         from hamfast.data import prepare_brats
 
-        cohort = prepare_brats(args.data, size=96)
+        try:
+            cohort = prepare_brats(args.data, size=96)
+        except (OSError, ValueError) as error:  # CaseError is a ValueError
+            parser.error(f"--data {args.data}: {error}")
         features, labels = intensity_features(cohort.images), np.asarray(cohort.labels)
 
     weights = risk_weights(args.signal, args.private)  # 7 traits, then the noise
@@ -112,7 +117,7 @@ def main():
     print(f"{'inputs':22s} bound" + ("  logistic probe" if args.data else ""))
     for subset in subsets:
         shown = sorted({TRAIT_NAMES.index(t) for m in subset for t in SHOWN[m]})
-        line = f"{'+'.join(subset):22s} {balanced_accuracy(v[:, shown] @ weights[shown], label):.2f}"
+        line = f"{'+'.join(subset):22s} {best_threshold_accuracy(v[:, shown] @ weights[shown], label):.2f}"
         if features is not None:
             channels = [MODALITIES.index(m) for m in subset]
             line += f"   {logistic_probe(features[:, channels].reshape(len(labels), -1), labels):.2f}"
