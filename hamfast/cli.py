@@ -31,6 +31,7 @@ from hamfast.experiments.config import (
     ALL_SUBSETS,
     DEMO_OVERRIDES,
     PAPER_SUBSETS,
+    EXPERIMENT_METHODS,
     PRESETS,
     make_settings,
     parse_subset,
@@ -51,6 +52,7 @@ from hamfast.experiments.runner import WorkerDied, subset_mask
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
+from hamfast.training.trainer import SCHEDULES
 
 __all__ = ["main", "build_parser"]
 
@@ -110,6 +112,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -134,9 +143,11 @@ def _drop_probability(text: str) -> float:
 def _training_switches(args) -> dict:
     """The ablation and masking options given on the command line (TrainConfig / settings field names)."""
     out = {"ham_norm": args.ham_norm, "dropout_mode": args.dropout_mode, "dropout_p": args.dropout_p,
-           "dropout_keep": args.dropout_keep}
-    if args.recalibrate is not None:
-        out["recalibrate"] = args.recalibrate == "on"
+           "dropout_keep": args.dropout_keep, "mixed_groups": args.mixed_groups,
+           "ham_frozen": getattr(args, "ham_frozen", None)}
+    for name in ("recalibrate", "recalibrate_baselines"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name) == "on"
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -174,23 +185,30 @@ def _add_model_options(parser, defaults: dict) -> None:
     group.add_argument("--kernel-size", type=_positive_int, default=defaults.get("kernel_size"), help="conv kernel side")
     group.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size"), help="samples per step")
     group.add_argument("--lr", type=float, default=defaults.get("lr"), help="learning rate (RMSprop for HAM, Adam otherwise)")
-    group.add_argument("--schedule", choices=("paper", "mixed"), default=defaults.get("schedule"),
-                       help="HAM's pattern schedule: paper (one pattern per batch, n_it steps) or mixed (per-sample patterns)")
+    group.add_argument("--schedule", choices=SCHEDULES, default=defaults.get("schedule"),
+                       help="HAM's pattern schedule: paper (one pattern for n_it steps, each batch from the cases that "
+                       "have it, masked down to it), paper-exact (the same, from the cases whose own pattern it is) "
+                       "or mixed (--mixed-groups pattern groups per batch, patterns drawn by the --dropout-* masking)")
+    group.add_argument("--mixed-groups", type=_non_negative_int, default=None, metavar="G",
+                       help="HAM's mixed schedule: pattern groups per batch, of batch-size/G cases each (0: every "
+                       "case its own pattern) (default: 4)")
     group.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                        help="switch off the training augmentation")
     group.add_argument("--ham-norm", choices=("per-pattern", "shared"), default=None,
                        help="HAM's batch norm: per-pattern statistics (hamfast's default) or one shared set (the paper's "
                        "plain task model) (default: per-pattern)")
     group.add_argument("--recalibrate", choices=("on", "off"), default=None,
-                       help="precise batch-norm statistics: HAM's per pattern after training, the baselines' per test "
-                       "pattern at evaluation (default: on)")
+                       help="HAM's precise batch-norm statistics, recomputed per pattern after training (default: on)")
+    group.add_argument("--recalibrate-baselines", choices=("on", "off"), default=None,
+                       help="the baselines' batch-norm statistics recomputed per test pattern at evaluation "
+                       "(default: off, as in the paper)")
     group.add_argument("--dropout-mode", choices=("channel", "subset"), default=None,
-                       help="Dropout's masking: each present modality dropped with probability --dropout-p, or a uniform "
-                       "non-empty subset (default: channel)")
+                       help="the masking of Dropout and of HAM's mixed schedule: each present modality dropped with "
+                       "probability --dropout-p, or a uniform non-empty subset (default: channel)")
     group.add_argument("--dropout-p", type=_drop_probability, default=None,
-                       help="Dropout's drop probability per modality in channel mode (default: 0.25)")
+                       help="drop probability per modality in channel mode (default: 0.5, every pattern equally likely)")
     group.add_argument("--dropout-keep", type=_share, default=None,
-                       help="probability that Dropout shows a sample with its own pattern (default: 0)")
+                       help="probability that a case is shown with its own pattern (default: 0)")
     group.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=defaults.get("precision"),
                        help="training arithmetic: fp32 (float32, TF32 off: the same numbers on CPU and GPU), "
                        "tf32 (TF32 tensor cores for float32 convs and matmuls on a GPU), bf16 (forward and loss "
@@ -248,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
              "missing modalities in the training part.")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache")
     p.add_argument("--method", choices=METHODS, required=True, help="standard, dropout, featimpute or ham")
+    p.add_argument("--frozen", dest="ham_frozen", action="store_true", default=None,
+                   help="HAM only: the frozen-hypernetwork control (one shared CBRTiny for every pattern, batch-norm "
+                   "statistics per pattern), to see what per-pattern weights add")
     p.add_argument("--out", type=Path, default=None, help="checkpoint path (default: hamfast-METHOD.pt)")
     p.add_argument("--iterations", type=_positive_int, default=300, help="training steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the missingness draw and training")
@@ -339,14 +360,19 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--iterations", type=_positive_int, default=None, help="fixed iterations, or the cross-validation maximum")
     p.add_argument("--cv-every", type=_positive_int, default=None, help="iterations between cross-validation evaluations")
     p.add_argument("--cv-folds", type=_positive_int, default=None, help="cross-validation folds")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
-                   help="methods (default: all four for A; dropout featimpute ham for B)")
+    p.add_argument("--methods", nargs="+", choices=EXPERIMENT_METHODS, default=None,
+                   help="methods (default: all four for A; dropout featimpute ham for B); ham uses --schedule, "
+                   "ham-mixed / ham-paper / ham-exact fix the schedule (mixed / paper / paper-exact), ham-frozen is "
+                   "the frozen-hypernetwork control, so HAM variants can be compared in one study")
     p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
     p.add_argument("--subsets", default=None, help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair")
     p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
     p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run (quick), or one for all runs (paper)")
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
+    p.add_argument("--test-data", type=Path, default=None,
+                   help="a second cohort (cache or BraTS root, read at the same --size) that every run tests on "
+                   "instead of its split's held-out cases; the split still decides the training cases")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels after cropping to the brain (quick: 96; paper: 128)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
     _add_study_options(p)
@@ -647,7 +673,7 @@ def _parse_stop(values) -> dict:
 def _experiment_settings(args):
     overrides = dict(
         runs=args.runs, methods=args.methods, completeness=args.completeness, seed=args.seed, split=args.split,
-        test_size=args.test_size, size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
+        test_size=args.test_size, test_data=None if args.test_data is None else str(args.test_data), size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, augment=args.augment,
         iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, precision=args.precision,
         **_training_switches(args),

@@ -100,7 +100,7 @@ def test_select_iterations_by_hand():
 class _FakeConfig:
     def __init__(self, method, iterations=300, seed=0):
         self.method, self.iterations, self.seed, self.device = method, iterations, seed, "cpu"
-        self.recalibrate = False
+        self.recalibrate = self.recalibrate_baselines = False
 
 
 def test_cross_validation_picks_the_best_step(monkeypatch):

@@ -64,9 +64,12 @@ def test_make_sampler_passes_the_dropout_options_and_train_config_checks_them():
     sampler = make_sampler("dropout", "paper", torch.ones(4, 4, dtype=torch.bool), 2, 10, gen,
                            dropout_mode="channel", dropout_p=0.1, dropout_keep=0.3)
     assert (sampler.mode, sampler.p, sampler.keep) == ("channel", 0.1, 0.3)
-    assert make_sampler("ham", "mixed", torch.ones(4, 4, dtype=torch.bool), 2, 10, gen).mode == "subset"
+    # One masking distribution: HAM's mixed schedule takes Dropout's options.
+    ham = make_sampler("ham", "mixed", torch.ones(4, 4, dtype=torch.bool), 2, 10, gen,
+                       dropout_mode="channel", dropout_p=0.1, dropout_keep=0.3)
+    assert (ham.mode, ham.p, ham.keep) == ("channel", 0.1, 0.3)
     config = TrainConfig("dropout")
-    assert (config.dropout_mode, config.dropout_p, config.dropout_keep) == ("channel", 0.25, 0.0)
+    assert (config.dropout_mode, config.dropout_p, config.dropout_keep) == ("channel", 0.5, 0.0)
     for bad in (dict(dropout_mode="x"), dict(dropout_p=-0.1), dict(dropout_keep=2.0), dict(ham_norm="none")):
         with pytest.raises(ValueError):
             TrainConfig("dropout", **bad)
@@ -174,10 +177,11 @@ def test_predict_proba_recalibrates_baselines_per_test_pattern():
 def test_calibration_set_per_method():
     x = np.zeros((5, 4, 91, 91), dtype=np.float32)
     available = np.array([[1, 1, 1, 1]] * 2 + [[1, 0, 1, 0]] * 3, dtype=bool)
-    assert calibration_set(TrainConfig("ham"), x, available) is None
-    assert calibration_set(TrainConfig("dropout", recalibrate=False), x, available) is None
-    assert calibration_set(TrainConfig("standard"), x, available)[0].shape[0] == 2  # its complete samples
-    images, mask = calibration_set(TrainConfig("featimpute"), x, available)
+    on = dict(recalibrate_baselines=True)
+    assert calibration_set(TrainConfig("ham", **on), x, available) is None
+    assert calibration_set(TrainConfig("dropout"), x, available) is None  # off by default, as in the paper
+    assert calibration_set(TrainConfig("standard", **on), x, available)[0].shape[0] == 2  # its complete samples
+    images, mask = calibration_set(TrainConfig("featimpute", **on), x, available)
     assert images.shape[0] == 5 and torch.equal(mask, torch.as_tensor(available))
 
 

@@ -25,9 +25,21 @@ Presets (every field can be overridden):
   iterations chosen by 5-fold cross-validation (``stop="cv"``) among 100, 200, ..., 3000, batch
   16, lr 1e-4, HAM with the paper's schedule; meant for a GPU.
 
-Both presets keep HAM's per-pattern batch norm and the precise-BN recalibration (applied to the
-baselines too, per test pattern) and Dropout's per-channel masking (p 0.25); ``ham_norm``,
-``recalibrate`` and ``dropout_*`` switch them for ablations.
+Both presets keep HAM's per-pattern batch norm and its precise-BN recalibration (the baselines
+keep their trained statistics, as in the paper: ``recalibrate_baselines`` off), one masking
+distribution for Dropout and HAM's mixed schedule (each modality dropped with p 0.5: every pattern
+equally likely), and HAM's mixed batches made of 4 pattern groups; ``ham_norm``, ``recalibrate``,
+``recalibrate_baselines``, ``dropout_*`` and ``mixed_groups`` switch them for ablations.
+
+Methods. Besides the four methods (``hamfast.models.METHODS``; ``"ham"`` trains with the settings'
+``schedule``) an experiment may compare HAM variants side by side (:data:`METHOD_VARIANTS`):
+``ham-mixed``, ``ham-paper`` and ``ham-exact`` fix the schedule (``mixed``, ``paper``,
+``paper-exact``), ``ham-frozen`` is the frozen-hypernetwork control (the settings' schedule).
+
+Test set. By default each run tests on the ``test_size`` cases its split holds out. With
+``test_data`` (a second cohort from the same source, e.g. ``hamfast synth --seed 1``), every run
+tests on all of that cohort instead; the split still decides the training cases, so the training
+set is the same as without it.
 """
 from __future__ import annotations
 
@@ -40,8 +52,20 @@ from hamfast.models import METHODS
 from hamfast.training.trainer import PRECISIONS
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
+# Experiment-level HAM variants: name -> the TrainConfig fields it fixes (method "ham").
+METHOD_VARIANTS = {
+    "ham-mixed": {"schedule": "mixed"},
+    "ham-paper": {"schedule": "paper"},
+    "ham-exact": {"schedule": "paper-exact"},
+    "ham-frozen": {"ham_frozen": True},
+}
+EXPERIMENT_METHODS = METHODS + tuple(METHOD_VARIANTS)
+
 __all__ = [
     "EXPERIMENTS",
+    "EXPERIMENT_METHODS",
+    "METHOD_VARIANTS",
+    "base_method",
     "PRESETS",
     "STOP_RULES",
     "SPLITS",
@@ -83,9 +107,11 @@ _COMMON = dict(
     cv_folds=5,
     ham_norm="per-pattern",
     recalibrate=True,
+    recalibrate_baselines=False,
     dropout_mode="channel",
-    dropout_p=0.25,
+    dropout_p=0.5,
     dropout_keep=0.0,
+    mixed_groups=4,
 )
 PRESETS = {
     "quick": dict(_COMMON, runs=3, widths=(16, 32, 32, 64), size=96, stop="fixed", iterations=200, cv_every=50, schedule="mixed"),
@@ -106,16 +132,19 @@ class ExperimentSettings:
         experiment: ``"a"`` or ``"b"``.
         preset: the preset the settings started from (a label; the fields below are what count).
         runs: number of runs (run r has seed ``seed + r``).
-        methods: methods compared, a subset of ``hamfast.models.METHODS``.
+        methods: methods compared: ``hamfast.models.METHODS`` and :data:`METHOD_VARIANTS` names.
         completeness: A: the completeness levels (fractions in (0, 1]); B: one level.
         subsets: test modality subsets (``"t1+t2"``, ...); A: the complete set only.
         seed: base seed.
         split: ``"per-run"`` (each run its own stratified split) or ``"fixed"``.
         test_size: test cases per split (stratified).
+        test_data: None, or the folder of a second cohort every run tests on instead of its
+            split's held-out cases (a label: the study reads it; see the module).
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
         widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it, ham_norm,
-            recalibrate, dropout_mode, dropout_p, dropout_keep, precision: training
-            (``hamfast.training.TrainConfig``; ``precision`` is ``"fp32"``, ``"tf32"`` or ``"bf16"``).
+            recalibrate, recalibrate_baselines, dropout_mode, dropout_p, dropout_keep,
+            mixed_groups, precision: training (``hamfast.training.TrainConfig``; ``precision`` is
+            ``"fp32"``, ``"tf32"`` or ``"bf16"``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
             ``cv_every`` steps, then retrain on the whole train set.
@@ -146,9 +175,12 @@ class ExperimentSettings:
     ham_norm: str = "per-pattern"
     recalibrate: bool = True
     dropout_mode: str = "channel"
-    dropout_p: float = 0.25
+    dropout_p: float = 0.5
     dropout_keep: float = 0.0
     precision: str = "fp32"
+    recalibrate_baselines: bool = False
+    mixed_groups: int = 4
+    test_data: Optional[str] = None
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -160,7 +192,7 @@ class ExperimentSettings:
         _check(self.runs >= 1, f"runs must be >= 1, got {self.runs}")
         _check(len(self.methods) > 0, "methods must not be empty")
         for method in self.methods:
-            _check(method in METHODS, f"method must be one of {METHODS}, got {method!r}")
+            _check(method in EXPERIMENT_METHODS, f"method must be one of {EXPERIMENT_METHODS}, got {method!r}")
         _check(len(set(self.methods)) == len(self.methods), f"methods repeat: {self.methods}")
         _check(len(self.completeness) > 0, "completeness must not be empty")
         for c in self.completeness:
@@ -184,7 +216,9 @@ class ExperimentSettings:
         _check(self.dropout_mode in DROPOUT_MODES, f"dropout_mode must be one of {DROPOUT_MODES}, got {self.dropout_mode!r}")
         _check(0 <= self.dropout_p < 1, f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         _check(0 <= self.dropout_keep <= 1, f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
+        _check(self.mixed_groups >= 0, f"mixed_groups must be >= 0, got {self.mixed_groups}")
         self.recalibrate = bool(self.recalibrate)
+        self.recalibrate_baselines = bool(self.recalibrate_baselines)
         if self.size is not None:
             check_network_fits(self.size, self.widths, self.kernel_size)
 
@@ -198,11 +232,13 @@ class ExperimentSettings:
         """Plain JSON types (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def train_options(self) -> dict:
-        """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed, device)."""
+    def train_options(self, method: Optional[str] = None) -> dict:
+        """The ``hamfast.training.TrainConfig`` fields these settings fix (all but method, seed,
+        device), with those a method variant fixes (:data:`METHOD_VARIANTS`) when ``method`` is one."""
         names = ("schedule", "iterations", "batch_size", "lr", "widths", "hidden", "kernel_size", "augment", "n_it",
-                 "recalibrate", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep", "precision")
-        return {name: getattr(self, name) for name in names}
+                 "recalibrate", "recalibrate_baselines", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep",
+                 "mixed_groups", "precision")
+        return {**{name: getattr(self, name) for name in names}, **METHOD_VARIANTS.get(method, {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentSettings":
@@ -237,6 +273,11 @@ def make_settings(experiment: str, preset: str = "quick", **overrides) -> Experi
     fields = dict(PRESETS[preset], **defaults)
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return ExperimentSettings(experiment=experiment, preset=preset, **fields)
+
+
+def base_method(method: str) -> str:
+    """The ``hamfast.models.METHODS`` name behind an experiment method: ``"ham-paper"`` -> ``"ham"``."""
+    return "ham" if method in METHOD_VARIANTS else method
 
 
 def parse_subset(text: str) -> str:

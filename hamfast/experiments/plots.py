@@ -21,7 +21,8 @@ __all__ = ["matplotlib_available", "plot_accuracy_vs_completeness", "plot_loss_c
 
 log = logging.getLogger(__name__)
 
-COLORS = {"standard": "C0", "dropout": "C1", "featimpute": "C2", "ham": "C3"}  # the same in every figure
+COLORS = {"standard": "C0", "dropout": "C1", "featimpute": "C2", "ham": "C3", "ham-mixed": "C4", "ham-paper": "C5",
+          "ham-exact": "C6", "ham-frozen": "C7"}  # the same in every figure
 
 
 def matplotlib_available() -> bool:

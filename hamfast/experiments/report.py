@@ -45,7 +45,8 @@ __all__ = [
 
 METRICS = ("balanced_accuracy", "sensitivity", "specificity", "precision")
 METRIC_LABELS = {"balanced_accuracy": "BAcc", "sensitivity": "Sens", "specificity": "Spec", "precision": "Prec"}
-METHOD_LABELS = {"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM"}
+METHOD_LABELS = {"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM",
+                 "ham-mixed": "HAM-mixed", "ham-paper": "HAM-paper", "ham-exact": "HAM-exact", "ham-frozen": "HAM-frozen"}
 MARK_OVER_DROPOUT = "*"
 MARK_OVER_FEATIMPUTE = "⊗"
 RUN_COLUMNS = ("experiment", "method", "condition", "run", "seed", "iterations") + METRICS
@@ -224,6 +225,36 @@ def cv_cap_text(results: list[dict]) -> str:
     return f"{hits} of {total} CV choices hit the cap ({', '.join(by_method)})"
 
 
+def _diagnostics_lines(settings: ExperimentSettings, results: list[dict]) -> list[str]:
+    """HAM's hypernetwork per method: alive hidden units and distinct task models, at init and after training."""
+    rows = []
+    for method in settings.methods:
+        found = [r["diagnostics"] for r in results if r["method"] == method and r.get("diagnostics")]
+        if not found:
+            continue
+
+        def mean(stage: str, key: str) -> float:
+            return float(np.mean([d[stage][key] if key != "alive_units" else min(d[stage][key]) for d in found]))
+
+        patterns, hidden = found[0]["final"]["patterns"], found[0]["final"]["hidden"]
+        rows.append([METHOD_LABELS[method], str(len(found)),
+                     f"{mean('initial', 'alive_units'):.1f} -> {mean('final', 'alive_units'):.1f} of {hidden}",
+                     f"{mean('initial', 'distinct_models'):.1f} -> {mean('final', 'distinct_models'):.1f} of {patterns}"])
+    if not rows:
+        return []
+    return [
+        "### HAM's hypernetwork",
+        "",
+        _markdown_table(["Method", "Tasks", "Alive units, narrowest hidden layer (init -> trained)",
+                         "Distinct task models (init -> trained)"], rows),
+        "",
+        "Means over tasks. A hidden unit of h is alive when its ReLU passes a positive value for at least one pattern; "
+        "patterns with equal last hidden activations get the same task model exactly. HAM-frozen has one model by "
+        "construction.",
+        "",
+    ]
+
+
 def summary_markdown(settings: ExperimentSettings, results: list[dict], context: dict) -> str:
     """The ``summary.md`` text.
 
@@ -259,6 +290,9 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         f"two-sided Wilcoxon signed-rank test over runs, alpha {stats.ALPHA}: {legend}. Balanced accuracy is the mean "
         "recall over the three survival classes; sensitivity, specificity and precision are means over the classes.",
         "",
+    ]
+    lines += _diagnostics_lines(settings, results)
+    lines += [
         "## Settings",
         "",
     ]
@@ -272,17 +306,19 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         ("command", f"`{context['command']}`" if context.get("command") else None),
         ("data", context.get("data")),
         ("cohort", context.get("cohort")),
+        ("test set", f"--test-data {settings.test_data}: {context.get('test_cohort')}, the same cases for every run"
+         if settings.test_data else f"{settings.test_size} held-out cases per run ({settings.split} split)"),
         ("preset", settings.preset),
         ("runs", f"{len(finished_runs)} finished of {settings.runs} (run r: seed {settings.seed} + r)"),
         ("split", f"stratified, {settings.test_size} test cases, " + ("its own split per run" if settings.split == "per-run" else "the same split every run")),
         ("completeness", ", ".join(completeness_label(c) for c in settings.completeness)
          + ("; incomplete training samples miss exactly one modality" if settings.experiment == "a" else "; incomplete training samples miss 1 to 3 modalities")),
         ("methods", ", ".join(METHOD_LABELS[m] for m in settings.methods)),
-        ("model", f"CBRTiny widths {list(settings.widths)}, kernel {settings.kernel_size}, HAM hidden width {settings.hidden}, HAM schedule {settings.schedule} (n_it {settings.n_it})"),
+        ("model", f"CBRTiny widths {list(settings.widths)}, kernel {settings.kernel_size}, HAM hidden width {settings.hidden}, HAM schedule {settings.schedule} (n_it {settings.n_it}; mixed batches of {settings.mixed_groups} pattern groups)"),
         ("training", f"batch {settings.batch_size}, lr {settings.lr:g}, augmentation {'on' if settings.augment else 'off'}"),
-        ("normalisation", f"HAM batch norm {settings.ham_norm}; precise-BN recalibration "
-         + ("on (HAM per pattern after training, the baselines per test pattern)" if settings.recalibrate else "off")),
-        ("dropout masking", f"{settings.dropout_mode}" + (f", p {settings.dropout_p:g}" if settings.dropout_mode == "channel" else "")
+        ("normalisation", f"HAM batch norm {settings.ham_norm}; HAM's precise-BN recalibration {'on' if settings.recalibrate else 'off'}; "
+         f"the baselines' recalibration per test pattern {'on' if settings.recalibrate_baselines else 'off'}"),
+        ("masking (Dropout and HAM's mixed schedule)", f"{settings.dropout_mode}" + (f", p {settings.dropout_p:g}" if settings.dropout_mode == "channel" else "")
          + f", own pattern kept with probability {settings.dropout_keep:g}"),
         ("stopping", stop),
         ("iterations trained", _iterations_text(results) if results else None),

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from hamfast.checks import resolve_device
-from hamfast.experiments.config import ExperimentSettings, completeness_label
+from hamfast.experiments.config import ExperimentSettings, base_method, completeness_label
 from hamfast.files import write_json_atomic
 from hamfast.patterns import NAMES
 
@@ -60,12 +60,15 @@ class Samples:
     Attributes:
         images: float32 [N, 4, H, W]; available: bool [N, 4] (what each case really has);
         labels: int64 [N]; ids: N case ids.
+        test: None, or the cases every run tests on instead of its split's held-out ones
+            (``ExperimentSettings.test_data``), with ``test.test`` None.
     """
 
     images: np.ndarray
     available: np.ndarray
     labels: np.ndarray
     ids: list
+    test: Optional["Samples"] = None
 
     @classmethod
     def from_cohort(cls, cohort) -> "Samples":
@@ -126,7 +129,8 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
         record or None), ``loss`` (the final training's loss per step), ``seconds``, ``device``, and
         ``evaluations``: per test subset, ``condition``, ``subset``, ``metrics`` (balanced accuracy,
         sensitivity, specificity, precision) and the ``ids``, ``y_true``, ``y_pred``, ``probs``
-        [n, 3] of the test cases used.
+        [n, 3] of the test cases used; ``diagnostics``: for HAM, :meth:`hamfast.models.HAM.diagnostics`
+        at initialisation and after training (``{"initial", "final"}``), else None.
     """
     from hamfast.experiments.stopping import cross_validate_iterations
     from hamfast.training import train
@@ -172,7 +176,7 @@ def task_inputs(task: Task, settings: ExperimentSettings, samples: Samples, devi
     drop = data.drop_one_modality if settings.experiment == "a" else data.drop_random_modalities
     missing_seed = 1000 * task.seed + round(100 * task.completeness)
     train_available = np.asarray(drop(samples.available[train_idx], task.completeness, seed=missing_seed), dtype=bool)
-    config = TrainConfig(task.method, seed=task.seed, device=device, **settings.train_options())
+    config = TrainConfig(base_method(task.method), seed=task.seed, device=device, **settings.train_options(task.method))
     return TaskInputs(config, samples.images[train_idx], train_available, samples.labels[train_idx], train_idx, test_idx)
 
 
@@ -181,9 +185,13 @@ def task_result(task: Task, settings: ExperimentSettings, samples: Samples, inpu
     """Evaluate a task's trained model (``result``: a ``TrainResult``) on its test subsets: the
     task's JSON-ready record (see :func:`run_task`)."""
     from hamfast.metrics import classification_metrics
-    from hamfast.training import calibration_set, predict_proba
+    from hamfast.models import HAM
+    from hamfast.training import calibration_set, initial_model, predict_proba
 
-    test_idx = inputs.test_idx
+    if samples.test is not None:
+        samples, test_idx = samples.test, np.arange(len(samples.test.labels))
+    else:
+        test_idx = inputs.test_idx
     # The baselines' precise batch-norm statistics per test pattern (None for HAM or when off).
     calibration = calibration_set(result.config, inputs.images, inputs.available)
     evaluations = []
@@ -223,6 +231,9 @@ def task_result(task: Task, settings: ExperimentSettings, samples: Samples, inpu
         "seconds": round(seconds, 2),
         "device": str(device),
         "evaluations": evaluations,
+        # HAM: alive hidden units of h and distinct task models over the patterns, at init and after training.
+        "diagnostics": {"initial": initial_model(result.config).diagnostics(), "final": result.model.diagnostics()}
+        if isinstance(result.model, HAM) else None,
     }
 
 

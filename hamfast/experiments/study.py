@@ -52,6 +52,16 @@ def cohort_description(cohort) -> str:
     return f"{len(cohort)} cases, {shape} px slices, classes short/mid/long {classes}, {missing} with a modality missing"
 
 
+def _load_test_cohort(settings: ExperimentSettings, cohort, cache_dir, progress: bool, size: dict):
+    """The cohort of ``settings.test_data``, checked against the training cohort (slice shape)."""
+    test = load_cohort(settings.test_data, cache_dir=cache_dir, progress=progress, **size)
+    if test.images.shape[1:] != cohort.images.shape[1:]:
+        raise ValueError(f"--test-data {settings.test_data}: slices of shape {tuple(test.images.shape[1:])}, but the "
+                         f"training cohort's are {tuple(cohort.images.shape[1:])}; read both at the same --size")
+    log.info("testing every run on --test-data %s: %s", settings.test_data, cohort_description(test))
+    return test
+
+
 def run_study(
     settings: ExperimentSettings,
     data,
@@ -130,6 +140,9 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
     from hamfast.experiments import batching
 
     samples = Samples.from_cohort(cohort)
+    test_cohort = None if settings.test_data is None else _load_test_cohort(settings, cohort, cache_dir, progress, size)
+    if test_cohort is not None:
+        samples.test = Samples.from_cohort(test_cohort)
     if batch_models == "auto":
         batch_models = batching.default_batch_models(settings, int(cohort.images.shape[-1]), device)
         log.info("training up to %d models at once (--batch-models auto on %s)", batch_models, device)
@@ -154,6 +167,7 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         "command": command,
         "data": str(data),
         "cohort": cohort_description(cohort),
+        "test_cohort": None if test_cohort is None else cohort_description(test_cohort),
         "wall_seconds": time.perf_counter() - start,
         "tasks_run": len(results) - min(done_before, len(results)),
     }

@@ -54,6 +54,7 @@ def build_model(
     kernel_size: int = 5,
     backend: str = "fused",
     norm: str = "per-pattern",
+    frozen: bool = False,
 ) -> nn.Module:
     """The network of one method.
 
@@ -67,11 +68,12 @@ def build_model(
         backend: HAM's grouped-convolution backend, ``"fused"`` or ``"reference"`` (ignored by the
             other methods).
         norm: HAM's batch norm, ``"per-pattern"`` or ``"shared"`` (ignored by the other methods).
+        frozen: HAM's frozen-hypernetwork control (ignored by the other methods; see :class:`HAM`).
     """
     if method in ("standard", "dropout"):
         return CBRTiny(in_channels, num_classes, widths, kernel_size)
     if method == "featimpute":
         return FeatImpute(in_channels, num_classes, widths, kernel_size)
     if method == "ham":
-        return HAM(in_channels, num_classes, widths, hidden, kernel_size, backend, norm)
+        return HAM(in_channels, num_classes, widths, hidden, kernel_size, backend, norm, frozen)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")

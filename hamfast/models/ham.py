@@ -25,7 +25,7 @@ from hamfast.models.cbrtiny import CBRTiny
 from hamfast.models.hypernet import HyperNetwork
 from hamfast.models.inputs import POOL_KERNEL, POOL_STRIDE, as_available, check_input, mask_missing
 from hamfast.models.pattern_norm import PatternBatchNorm
-from hamfast.patterns import code_to_mu, pattern_code
+from hamfast.patterns import all_patterns, code_to_mu, pattern_code
 
 Tensor = torch.Tensor
 
@@ -76,6 +76,9 @@ class HAM(nn.Module):
             per pattern in evaluation; ``"shared"``: one batch norm for every pattern, statistics
             of the whole batch in training and one running slot (the paper's plain CBRTiny task
             model; see :class:`~hamfast.models.pattern_norm.PatternBatchNorm`).
+        frozen: the control without per-pattern weights: the hypernetwork's last weight is fixed
+            at 0 (not trained), so every pattern gets the same generated CBRTiny (its learned bias)
+            and only the batch-norm statistics stay per pattern.
 
     ``forward(x: [B, M, H, W], available: bool [B, M]) -> logits [B, num_classes]``; sample b is
     classified by the task model of ``mu = available[b]`` with its absent channels zeroed. Every
@@ -97,6 +100,7 @@ class HAM(nn.Module):
         kernel_size: int = 5,
         backend: str = "fused",
         norm: str = "per-pattern",
+        frozen: bool = False,
     ):
         super().__init__()
         if backend not in BACKENDS:
@@ -113,8 +117,12 @@ class HAM(nn.Module):
         self.backend = backend
         self.layout, base, spread = _template_layout(template)
         self.hypernet = HyperNetwork(
-            self.in_channels, base.numel(), hidden=self.hidden, num_layers=HYPER_LAYERS, base=base, spread=spread
+            self.in_channels, base.numel(), hidden=self.hidden, num_layers=HYPER_LAYERS, base=base,
+            spread=None if frozen else spread,
         )
+        self.frozen = bool(frozen)
+        if self.frozen:
+            self.hypernet.out.weight.requires_grad_(False)
         self.norms = nn.ModuleList(
             PatternBatchNorm(w, num_slots=2**self.in_channels, shared=norm == "shared") for w in self.widths
         )
@@ -136,6 +144,27 @@ class HAM(nn.Module):
             name: part.reshape((flat.shape[0],) + shape)
             for (name, shape), part in zip(self.layout, flat.split(sizes, dim=1))
         }
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict:
+        """How many distinct task models the hypernetwork gives the 2**M - 1 patterns.
+
+        Returns:
+            ``alive_units``: per hidden layer of h, the units whose ReLU output is positive for at
+            least one pattern (a unit dead for every pattern passes nothing on); ``hidden``: the
+            hidden width; ``distinct_models``: how many different generated parameter vectors the
+            patterns get (patterns whose last hidden activations are equal get the same task model
+            exactly); ``patterns``: 2**M - 1. Frozen: 1 distinct model.
+        """
+        weight = self.hypernet.out.weight
+        h = all_patterns(self.in_channels).to(device=weight.device, dtype=weight.dtype)
+        alive = []
+        for layer in self.hypernet.body:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                alive.append(int((h > 0).any(0).sum()))
+        distinct = 1 if self.frozen else int(torch.unique(h, dim=0).shape[0])
+        return {"alive_units": alive, "hidden": self.hidden, "distinct_models": distinct, "patterns": int(h.shape[0])}
 
     def forward(self, x: Tensor, available: Tensor) -> Tensor:
         check_input(x, self.in_channels, len(self.widths), self.kernel_size)

@@ -14,6 +14,7 @@ from hamfast.training.trainer import (
     TrainResult,
     build_from_config,
     calibration_set,
+    initial_model,
     predict_proba,
     train,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "build_from_config",
     "predict_proba",
     "calibration_set",
+    "initial_model",
     "save_checkpoint",
     "load_checkpoint",
     "CHECKPOINT_FORMAT",

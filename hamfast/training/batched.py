@@ -52,7 +52,7 @@ __all__ = ["BATCHABLE_FIELDS", "batching_problem", "train_batched"]
 # default value (the batched loop may not implement what it changes).
 SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "lr", "device", "backend")
 PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate",
-             "dropout_mode", "dropout_p", "dropout_keep")
+             "dropout_mode", "dropout_p", "dropout_keep", "mixed_groups", "recalibrate_baselines")
 BATCHABLE_FIELDS = SHARED + PER_MODEL
 
 Callback = Callable[[int, nn.Module], Optional[bool]]

@@ -7,15 +7,21 @@ are drawn uniformly without replacement from the sampler's ``pool`` (the whole p
 smaller than the batch size).
 
 * :class:`CompleteSampler`: samples with all modalities, shown complete (the Standard baseline).
-* :class:`PerSampleSampler`: every sample draws its own random non-empty pattern within its
-  modalities at every step (channel dropout; HAM's ``mixed`` schedule). How it draws is the
-  masking distribution (:data:`DROPOUT_MODES`): ``"subset"``, uniform over the non-empty subsets
-  of the sample's modalities; ``"channel"``, each present modality dropped independently with
-  probability ``p`` (redrawn while nothing is left). In both, with probability ``keep`` the sample
-  keeps its own pattern untouched.
+* :class:`PerSampleSampler`: random non-empty patterns within the samples' modalities, redrawn at
+  every step, by one *masking distribution* shared by Dropout and HAM's ``mixed`` schedule
+  (:data:`DROPOUT_MODES`): ``"channel"``, each present modality dropped independently with
+  probability ``p`` (redrawn while nothing is left; ``p = 0.5`` makes every non-empty subset of a
+  sample's modalities equally likely); ``"subset"``, uniform over the non-empty subsets. In both,
+  with probability ``keep`` the sample keeps its own pattern untouched. With ``groups = 0`` every
+  sample draws its own pattern (Dropout); with ``groups = G`` the batch is G pattern groups of
+  equal size: each group's pattern is the masking distribution's draw for one random sample (its
+  anchor), and the group is filled with samples that have every modality of it (HAM's ``mixed``
+  schedule, so that per-pattern batch norm never sees a group of one).
 * :class:`PatternSampler`: one random pattern for the whole batch, redrawn every ``n_it`` steps
   among the patterns at least one sample supports; the batch comes from the samples whose
-  modalities include it (HAM's ``paper`` schedule with n_it = 10; FeatImpute with n_it = 1).
+  modalities include it (HAM's ``paper`` schedule with n_it = 10; FeatImpute with n_it = 1). With
+  ``exact=True`` only the samples whose own pattern *is* the drawn one are used, and only such
+  patterns are drawn (HAM's ``paper-exact`` schedule, the other reading of the paper).
 """
 from __future__ import annotations
 
@@ -90,7 +96,7 @@ def channel_dropout(available: Tensor, p: float, generator: torch.Generator) -> 
 
 
 class PerSampleSampler(_Sampler):
-    """Batches of any samples, each shown with its own random non-empty subset of its modalities.
+    """Batches of any samples, shown with random non-empty subsets of their modalities.
 
     Args:
         available, batch_size, generator: see the module.
@@ -98,15 +104,24 @@ class PerSampleSampler(_Sampler):
             ``"channel"`` (each present modality dropped with probability ``p``).
         p: the per-modality drop probability of ``"channel"``, in [0, 1).
         keep: probability that a sample keeps its own (training) pattern untouched, in [0, 1].
+        groups: 0: every sample draws its own pattern. G >= 1: G pattern groups per batch, of
+            ``batch_size // G`` samples each (the first ``batch_size % G`` groups one more); a
+            group's pattern is the masking distribution's draw for a random anchor sample, its
+            members are drawn without replacement among the samples that have that pattern's
+            modalities (all of them when fewer). At most ``batch_size`` groups are made.
 
     Attributes:
         pool: int64 [n], the samples with at least one modality.
     """
 
     def __init__(
-        self, available: Tensor, batch_size: int, generator: torch.Generator, mode: str = "subset", p: float = 0.5, keep: float = 0.0
+        self, available: Tensor, batch_size: int, generator: torch.Generator, mode: str = "subset", p: float = 0.5,
+        keep: float = 0.0, groups: int = 0,
     ):
         super().__init__(available, batch_size, generator)
+        if groups < 0:
+            raise ValueError(f"pattern groups per batch must be >= 0, got {groups}")
+        self.groups = min(int(groups), self.batch_size)
         if mode not in DROPOUT_MODES:
             raise ValueError(f"dropout mode must be one of {DROPOUT_MODES}, got {mode!r}")
         if not 0 <= p < 1:
@@ -118,17 +133,31 @@ class PerSampleSampler(_Sampler):
         if self.pool.numel() == 0:
             raise ValueError("no training sample has any modality")
 
-    def __call__(self) -> tuple[Tensor, Tensor]:
-        index = _draw(self.pool, self.batch_size, self.generator)
-        own = self.available[index]
+    def mask(self, own: Tensor) -> Tensor:
+        """The masking distribution: a random non-empty subset of each row of ``own`` bool [b, M]."""
         if self.mode == "subset":
             mu = random_subpatterns(own, self.generator)
         else:
             mu = channel_dropout(own, self.p, self.generator)
         if self.keep > 0:
-            kept = torch.rand(index.numel(), generator=self.generator) < self.keep
+            kept = torch.rand(own.shape[0], generator=self.generator) < self.keep
             mu = torch.where(kept[:, None], own, mu)
-        return index, mu
+        return mu
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        if self.groups == 0:
+            index = _draw(self.pool, self.batch_size, self.generator)
+            return index, self.mask(self.available[index])
+        anchors = self.pool[torch.randint(self.pool.numel(), (self.groups,), generator=self.generator)]
+        patterns = self.mask(self.available[anchors])  # [G, M]
+        sizes = [self.batch_size // self.groups + (g < self.batch_size % self.groups) for g in range(self.groups)]
+        indices, mus = [], []
+        for mu, size in zip(patterns, sizes):
+            members = self.pool[is_subpattern(mu, self.available[self.pool])]
+            index = _draw(members, size, self.generator)
+            indices.append(index)
+            mus.append(mu.expand(index.numel(), -1))
+        return torch.cat(indices), torch.cat(mus)
 
 
 class PatternSampler(_Sampler):
@@ -140,17 +169,21 @@ class PatternSampler(_Sampler):
 
     Attributes:
         pool: int64 [n], the samples with at least one modality.
-        patterns: bool [S, M], the supported patterns.
+        patterns: bool [S, M], the supported patterns (``exact``: the samples' own patterns).
         pattern: bool [M], the current pattern (None before the first call).
     """
 
-    def __init__(self, available: Tensor, batch_size: int, generator: torch.Generator, n_it: int = 10):
+    def __init__(self, available: Tensor, batch_size: int, generator: torch.Generator, n_it: int = 10, exact: bool = False):
         super().__init__(available, batch_size, generator)
         if n_it < 1:
             raise ValueError(f"n_it must be >= 1, got {n_it}")
         self.n_it = int(n_it)
-        candidates = all_patterns(self.available.shape[1])  # [15, M]
-        self._supports = is_subpattern(candidates[:, None, :], self.available[None, :, :])  # [15, N]
+        self.exact = bool(exact)
+        candidates = all_patterns(self.available.shape[1])  # [2**M - 1, M]
+        if self.exact:
+            self._supports = (candidates[:, None, :] == self.available[None, :, :]).all(-1)  # [2**M - 1, N]
+        else:
+            self._supports = is_subpattern(candidates[:, None, :], self.available[None, :, :])
         supported = self._supports.any(1)
         self.patterns = candidates[supported]
         self._supports = self._supports[supported]
@@ -179,24 +212,28 @@ def make_sampler(
     n_it: int,
     generator: torch.Generator,
     *,
-    dropout_mode: str = "subset",
+    dropout_mode: str = "channel",
     dropout_p: float = 0.5,
     dropout_keep: float = 0.0,
+    mixed_groups: int = 4,
 ) -> _Sampler:
-    """The sampler of a method: standard -> complete, dropout -> per sample with the masking
-    distribution ``dropout_mode`` / ``dropout_p`` / ``dropout_keep`` (see :class:`PerSampleSampler`),
-    featimpute -> one pattern per batch, ham -> one pattern per ``n_it`` batches
-    (``schedule="paper"``) or per sample, uniform subsets (``schedule="mixed"``)."""
+    """The sampler of a method: standard -> complete; dropout -> per sample with the masking
+    distribution ``dropout_mode`` / ``dropout_p`` / ``dropout_keep`` (see :class:`PerSampleSampler`);
+    featimpute -> one pattern per batch; ham -> one pattern per ``n_it`` batches from the samples
+    that have it (``schedule="paper"``) or whose own pattern it is (``"paper-exact"``), or
+    (``"mixed"``) ``mixed_groups`` pattern groups per batch drawn by the same masking
+    distribution as Dropout (0: a pattern per sample)."""
     if method == "standard":
         return CompleteSampler(available, batch_size, generator)
+    masking = dict(mode=dropout_mode, p=dropout_p, keep=dropout_keep)
     if method == "dropout":
-        return PerSampleSampler(available, batch_size, generator, mode=dropout_mode, p=dropout_p, keep=dropout_keep)
+        return PerSampleSampler(available, batch_size, generator, **masking)
     if method == "featimpute":
         return PatternSampler(available, batch_size, generator, n_it=1)
     if method == "ham":
-        if schedule == "paper":
-            return PatternSampler(available, batch_size, generator, n_it=n_it)
+        if schedule in ("paper", "paper-exact"):
+            return PatternSampler(available, batch_size, generator, n_it=n_it, exact=schedule == "paper-exact")
         if schedule == "mixed":
-            return PerSampleSampler(available, batch_size, generator)
-        raise ValueError(f"schedule must be 'paper' or 'mixed', got {schedule!r}")
+            return PerSampleSampler(available, batch_size, generator, groups=mixed_groups, **masking)
+        raise ValueError(f"schedule must be 'paper', 'paper-exact' or 'mixed', got {schedule!r}")
     raise ValueError(f"unknown method {method!r}")

@@ -7,19 +7,22 @@ modalities it really has:
 
 * ``standard``: complete samples only;
 * ``dropout``: every sample masked with its own random non-empty subset of its modalities, drawn
-  by ``TrainConfig.dropout_mode`` (each present modality dropped with probability ``dropout_p``
-  by default; ``"subset"``: uniform over the subsets), keeping its own pattern with probability
+  by the masking distribution ``TrainConfig.dropout_mode`` (each present modality dropped with
+  probability ``dropout_p`` = 0.5 by default, i.e. every non-empty subset equally likely;
+  ``"subset"``: uniform over the subsets), keeping its own pattern with probability
   ``dropout_keep``;
 * ``featimpute``: one random pattern per batch, the batch from the samples that have it; the loss
   adds FeatImpute's consistency and domain terms;
 * ``ham``, ``schedule="paper"``: one random pattern for ``n_it`` (10) consecutive batches, each
-  batch from the samples that have it; ``schedule="mixed"``: per-sample patterns as in dropout,
-  the mixed batch in one fused call.
+  batch from the samples that have it (masked down to it); ``"paper-exact"``: the same, but only
+  from the samples whose own pattern it is; ``schedule="mixed"``: ``mixed_groups`` pattern groups
+  per batch, patterns drawn by Dropout's masking distribution, the mixed batch in one fused call.
 
 Before each callback and at the end, HAM's per-pattern batch-norm statistics are recomputed with
-the current weights (``hamfast.training.recalibrate``; ``TrainConfig.recalibrate``). The baselines
-get the same at prediction: ``predict_proba(..., calibration=calibration_set(config, images,
-available))`` recomputes their batch-norm statistics for each test pattern.
+the current weights (``hamfast.training.recalibrate``; ``TrainConfig.recalibrate``). With
+``TrainConfig.recalibrate_baselines`` (off by default, as in the paper) the baselines get the same
+at prediction: ``predict_proba(..., calibration=calibration_set(config, images, available))``
+recomputes their batch-norm statistics for each test pattern.
 
 Example::
 
@@ -54,11 +57,12 @@ __all__ = [
     "TrainResult",
     "train",
     "build_from_config",
+    "initial_model",
     "predict_proba",
     "calibration_set",
 ]
 
-SCHEDULES = ("paper", "mixed")
+SCHEDULES = ("paper", "paper-exact", "mixed")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -68,7 +72,8 @@ class TrainConfig:
 
     Args:
         method: ``"standard"``, ``"dropout"``, ``"featimpute"`` or ``"ham"``.
-        schedule: HAM's pattern schedule, ``"paper"`` or ``"mixed"`` (ignored by the baselines).
+        schedule: HAM's pattern schedule, ``"paper"``, ``"paper-exact"`` or ``"mixed"`` (ignored
+            by the baselines; see the module).
         iterations: optimiser steps (a callback may stop earlier).
         batch_size: samples per step.
         lr: learning rate (RMSprop for HAM, Adam otherwise).
@@ -85,16 +90,26 @@ class TrainConfig:
         recalibrate: HAM: recompute every pattern's batch-norm running statistics with the
             current weights on the training samples (precise BN,
             :func:`hamfast.training.recalibrate.recalibrate_pattern_norms`) before each callback
-            and at the end; without it, rarely trained patterns keep stale statistics. The
-            baselines: :func:`calibration_set` gives the samples :func:`predict_proba` recomputes
-            their statistics on, per test pattern (None when this is False).
+            and at the end; without it, rarely trained patterns keep stale statistics.
+        recalibrate_baselines: the baselines: :func:`calibration_set` gives the samples
+            :func:`predict_proba` recomputes their statistics on, per test pattern (None when
+            this is False, the default: the paper's baselines keep their trained statistics).
         ham_norm: HAM's batch norm, ``"per-pattern"`` (statistics per pattern) or ``"shared"``
             (one batch norm for every pattern, as in the paper's plain task model).
-        dropout_mode: Dropout's masking distribution, ``"channel"`` (each present modality dropped
-            independently with probability ``dropout_p``) or ``"subset"`` (uniform over the
-            non-empty subsets of the sample's modalities).
-        dropout_p: drop probability per modality of ``"channel"``, in [0, 1).
-        dropout_keep: probability that Dropout shows a sample with its own pattern, in [0, 1].
+        ham_frozen: HAM with its hypernetwork's last weight fixed at 0: every pattern gets the
+            same generated CBRTiny (the learned bias), with per-pattern normalisation; the
+            control that shows what per-pattern weights add beyond calibration.
+        mixed_groups: HAM's ``mixed`` schedule: pattern groups per batch (0: a pattern per
+            sample; the default 4 gives groups of 4 at batch 16, so that per-pattern batch
+            statistics never come from one sample; at most ``batch_size`` groups are made).
+        dropout_mode: the masking distribution of Dropout and of HAM's ``mixed`` schedule,
+            ``"channel"`` (each present modality dropped independently with probability
+            ``dropout_p``) or ``"subset"`` (uniform over the non-empty subsets of the sample's
+            modalities, the same distribution as ``"channel"`` with p = 0.5).
+        dropout_p: drop probability per modality of ``"channel"``, in [0, 1); the default 0.5
+            makes every pattern within a sample's modalities equally likely, as HAM's "randomly
+            chosen" mu of the paper (docs/paper.md).
+        dropout_keep: probability that a sample is shown with its own pattern, in [0, 1].
         precision: the arithmetic of the training steps. ``"fp32"`` (default): float32 with TF32
             off (``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
             False for the run), the same numbers on CPU and GPU; ``"tf32"``: both flags True (a
@@ -122,9 +137,12 @@ class TrainConfig:
     recalibrate: bool = True
     ham_norm: str = "per-pattern"
     dropout_mode: str = "channel"
-    dropout_p: float = 0.25
+    dropout_p: float = 0.5
     dropout_keep: float = 0.0
     precision: str = "fp32"
+    recalibrate_baselines: bool = False
+    ham_frozen: bool = False
+    mixed_groups: int = 4
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -149,6 +167,10 @@ class TrainConfig:
             raise ValueError(f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         if not 0 <= self.dropout_keep <= 1:
             raise ValueError(f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
+        if self.ham_frozen and self.method != "ham":
+            raise ValueError(f"ham_frozen is HAM's control, not an option of method {self.method!r}")
+        if self.mixed_groups < 0:
+            raise ValueError(f"mixed_groups must be >= 0, got {self.mixed_groups}")
 
     def to_dict(self) -> dict:
         """Plain types only (``widths`` as a list), for JSON and checkpoints."""
@@ -194,7 +216,16 @@ def build_from_config(config: TrainConfig) -> nn.Module:
         kernel_size=config.kernel_size,
         backend=config.backend,
         norm=config.ham_norm,
+        frozen=config.ham_frozen,
     )
+
+
+def initial_model(config: TrainConfig) -> nn.Module:
+    """The freshly initialised network a run of ``config`` starts from (seeded by ``config.seed``,
+    on the CPU; the global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_from_config(config)
 
 
 def _as_inputs(images, available, labels=None):
@@ -245,6 +276,7 @@ def _make_sampler(config: TrainConfig, available: Tensor):
     return make_sampler(
         config.method, config.schedule, available, config.batch_size, config.n_it, generator,
         dropout_mode=config.dropout_mode, dropout_p=config.dropout_p, dropout_keep=config.dropout_keep,
+        mixed_groups=config.mixed_groups,
     )
 
 
@@ -266,9 +298,7 @@ def _start_run(config: TrainConfig, images: Tensor, available: Tensor, labels: T
     sampler = _make_sampler(config, available)
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_from_config(config).to(device)
+    model = initial_model(config).to(device)
     augment = _make_augment(config)
     source = images if augment is not None else images.to(device)  # augmentation runs on the CPU
     history = {"loss": [], "iterations": 0, "stopped_early": False, "class_weights": weights.tolist()}
@@ -378,11 +408,12 @@ def calibration_set(config: TrainConfig, images, available):
     """The training samples a baseline's batch-norm statistics are recomputed on at prediction,
     ``(images [n, 4, H, W], available bool [n, 4])``, or None.
 
-    None for HAM (``train`` recalibrates it itself) and when ``config.recalibrate`` is off.
+    None for HAM (``train`` recalibrates it itself) and when ``config.recalibrate_baselines`` is
+    off (the default).
     Standard gets its complete samples only (the ones it trains on), Dropout and FeatImpute every
     training sample with its training mask.
     """
-    if not config.recalibrate or config.method == "ham":
+    if not config.recalibrate_baselines or config.method == "ham":
         return None
     images, available = _as_inputs(images, available)
     if config.method == "standard":
