@@ -48,7 +48,8 @@ from hamfast.checks import (
 )
 from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SHAPE, DEFAULT_SIGNAL
 from hamfast.files import check_output_dir, check_output_file, lock_folder, write_json_atomic
-from hamfast.experiments.runner import WorkerDied, subset_mask
+from hamfast.experiments.tasks import subset_mask
+from hamfast.experiments.workers import WorkerDied
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
@@ -700,7 +701,7 @@ def _cmd_experiment(args) -> int:
     warning = few_runs_warning(settings.runs)
     if warning:
         log.warning(warning)
-    from hamfast.experiments.batching import parse_shard
+    from hamfast.experiments.tasks import parse_shard
 
     shard = parse_shard(args.shard) if args.shard is not None else None
     outcome = run_study(settings, args.data, args.out, jobs=args.jobs, device=device, cache_dir=args.cache,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hamfast import checks, cli, files
-from hamfast.experiments.runner import WorkerDied
+from hamfast.experiments.workers import WorkerDied
 from hamfast.training import TrainConfig, save_checkpoint
 from hamfast.training.checkpoints import CheckpointError, load_checkpoint
 from hamfast.training.trainer import build_from_config
@@ -165,7 +165,7 @@ def test_data_path_without_a_cohort(tmp_path, capsys, no_work):
 
 def test_paper_preset_on_small_slices_fails_before_any_worker(tmp_path, cache, capsys, monkeypatch):
     import hamfast.experiments.study as study
-    from hamfast.experiments import runner
+    from hamfast.experiments import workers
 
     class Small:  # the default synthetic cohort at its native size: 71 px crops
         images = torch.zeros(40, 4, 71, 71).numpy()
@@ -174,7 +174,7 @@ def test_paper_preset_on_small_slices_fails_before_any_worker(tmp_path, cache, c
             return 40
 
     monkeypatch.setattr(study, "load_cohort", lambda *a, **k: Small())
-    monkeypatch.setattr(runner, "_run_in_workers", lambda *a, **k: pytest.fail("workers started"))
+    monkeypatch.setattr(workers, "run_in_workers", lambda *a, **k: pytest.fail("workers started"))
     argv = ["experiment", "a", "--preset", "paper", "--data", str(cache), "--out", str(tmp_path / "o"), "--jobs", "4", "--device", "cpu", "-q"]
     assert cli.main(argv) == 2
     err = _error(capsys)

@@ -6,6 +6,7 @@ import pytest
 
 from hamfast import cli
 from hamfast.experiments import batching, runner
+from hamfast.experiments.tasks import parse_shard, shard_tasks, task_steps
 from hamfast.experiments.config import make_settings
 
 data = pytest.importorskip("hamfast.data")
@@ -57,14 +58,14 @@ def test_batched_study_equals_the_task_by_task_study(cohort, tmp_path):
 def test_shards_are_disjoint_and_merge_by_rerunning(cohort, tmp_path, capsys):
     settings = make_settings("a", "quick", runs=3, methods=("dropout", "ham"), completeness=(1.0, 0.5))
     tasks = runner.plan_tasks(settings)
-    parts = [batching.shard_tasks(tasks, i, 3) for i in range(3)]
+    parts = [shard_tasks(tasks, i, 3) for i in range(3)]
     assert sum(parts, []) == tasks  # disjoint, complete, in plan order
     assert [len(p) for p in parts] == [4, 4, 4] and {t.run for t in parts[1]} == {1}
-    assert batching.shard_tasks(tasks, 1, 3) == parts[1]  # deterministic
+    assert shard_tasks(tasks, 1, 3) == parts[1]  # deterministic
     with pytest.raises(ValueError, match="--shard must look like i/N"):
-        batching.parse_shard("2")
+        parse_shard("2")
     with pytest.raises(ValueError, match="0 <= i < N"):
-        batching.parse_shard("2/2")
+        parse_shard("2/2")
 
     out = tmp_path / "sharded"
     common = ["experiment", "a", "--data", str(cohort), "--out", str(out), "--stop", "fixed", "2", "--batch-models", "4"] + TINY
@@ -101,4 +102,4 @@ def test_default_batch_models_and_memory_estimate():
     # FeatImpute encodes every modality twice, on one channel each: it needs the most memory.
     sizes = {m: batching.model_bytes(settings, m, 240) for m in settings.methods}
     assert max(sizes, key=sizes.get) == "featimpute"
-    assert batching.task_steps(settings) == 6 * 3000
+    assert task_steps(settings) == 6 * 3000

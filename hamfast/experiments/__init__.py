@@ -4,9 +4,11 @@ Modules (import them directly; this package imports none of them, so ``hamfast.c
 
 * ``config``: :class:`~hamfast.experiments.config.ExperimentSettings`, the ``quick`` and ``paper``
   presets, modality-subset names;
-* ``runner``: tasks (run x completeness x method), resumable execution, parallel jobs;
+* ``tasks``: the plan: tasks (run x completeness x method), shards (``--shard``), how one task trains and is evaluated;
+* ``runner``: the one executor: resumable, task by task, in worker processes or batched, as each study decides;
+* ``workers``: the worker processes (``--jobs``);
+* ``batching``: tasks trained many models at once (``--batch-models``), the cost estimate (``--estimate``);
 * ``stopping``: the number of iterations chosen by k-fold cross-validation;
-* ``batching``: tasks trained many models at once (``--batch-models``), shards (``--shard``), the cost estimate (``--estimate``);
 * ``stats``: t confidence intervals, paired Wilcoxon tests, the paper's significance marks;
 * ``report``: ``runs.csv``, ``predictions.csv``, ``summary.md``;
 * ``plots``: ``accuracy_vs_completeness.png``, ``loss_curves.png`` (matplotlib, optional);

@@ -1,13 +1,13 @@
-"""Whole studies fast: tasks trained batched, shards of a study, and a cost estimate.
+"""Whole studies fast: many models trained at once, and a cost estimate.
 
-* :func:`run_batched`: the pending tasks of one method are taken ``K`` models at a time and
-  trained as one stacked model (:func:`hamfast.training.batched.train_batched`): under
-  ``stop="cv"`` first the cross-validation folds of ``K // folds`` tasks together, then those
-  tasks' final trainings together (each to its own chosen length). Every task's result is the
-  same, up to float rounding, as :func:`~hamfast.experiments.runner.run_task`'s and is written to
-  ``OUT/tasks/`` as soon as its model is done, so resuming works as before. One progress bar
-  counts the training steps of the whole study, with its ETA.
-* :func:`shard_tasks`: the i-th of N disjoint, contiguous parts of a study's task list.
+* :func:`plan_batches`: the pending tasks of each method taken ``K`` models at a time (a method
+  whose configs cannot be stacked: task by task, with a log line saying why);
+  :func:`run_stacked` trains one such batch as one stacked model
+  (:func:`hamfast.training.batched.train_batched`): under ``stop="cv"`` first the
+  cross-validation folds of ``K // folds`` tasks together, then those tasks' final trainings
+  together (each to its own chosen length). Every task's result is the same, up to float
+  rounding, as :func:`~hamfast.experiments.tasks.run_task`'s. Whether a study is batched at all is
+  decided by :func:`hamfast.experiments.runner.run_experiment`, which writes each record.
 * :func:`default_batch_models`: K from the device (free GPU memory; a fixed value on the CPU).
 * :func:`estimate_study`: times a few steps per method, one model and K stacked, and extrapolates
   the wall time of the whole study.
@@ -17,19 +17,17 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.experiments.runner import TASKS_DIR, Samples, Task, run_task, task_inputs, task_result
-from hamfast.files import write_json_atomic
+from hamfast.experiments.tasks import Samples, Task, task_inputs, task_result, task_steps
 
 __all__ = [
     "CPU_BATCH_MODELS",
-    "parse_shard",
-    "shard_tasks",
+    "Batch",
+    "plan_batches",
+    "run_stacked",
     "default_batch_models",
-    "task_steps",
-    "run_batched",
     "estimate_study",
     "format_estimate",
     "model_bytes",
@@ -43,35 +41,39 @@ CPU_BATCH_MODELS = 1
 MAX_BATCH_MODELS = 64
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; a clear error otherwise."""
-    parts = str(text).split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {text!r}")
-    index, count = int(parts[0]), int(parts[1])
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need N >= 1 and 0 <= i < N (shards are numbered from 0)")
-    return index, count
+class Batch(NamedTuple):
+    """Tasks of one method trained together (``stacked``), or one by one (``stacked`` False)."""
+
+    tasks: list[Task]
+    stacked: bool
 
 
-def shard_tasks(tasks: Sequence[Task], index: int, count: int) -> list[Task]:
-    """The ``index``-th of ``count`` disjoint parts of ``tasks``: a contiguous block in plan order.
+def plan_batches(pending: Sequence[Task], settings: ExperimentSettings, samples: Samples, *, batch_models: int,
+                 device: str = "cpu") -> list[Batch]:
+    """``pending`` cut into batches of up to ``batch_models`` models per stacked training.
 
-    Plan order is run by run, so each shard gets whole runs (every method and completeness of
-    them): the shards cost about the same, and a shard's runs of a method batch together. The
-    partition depends only on the task list, so every shard of a study computes the same one.
+    Method by method (plan order within each); under ``stop="cv"`` a batch holds ``K // folds``
+    tasks, as each trains its folds together. A method whose configs cannot be stacked (see
+    :func:`hamfast.training.batched.batching_problem`) becomes one unstacked batch, with a log line
+    saying why.
     """
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard index must lie in [0, {count}), got {index}")
-    tasks = list(tasks)
-    start, stop = index * len(tasks) // count, (index + 1) * len(tasks) // count
-    return tasks[start:stop]
+    from hamfast.training.batched import batching_problem
 
-
-def task_steps(settings: ExperimentSettings) -> int:
-    """Training steps of one task at most: the folds' and the final training's."""
-    folds = settings.cv_folds if settings.stop == "cv" else 0
-    return (folds + 1) * settings.iterations
+    by_method: dict[str, list[Task]] = {}
+    for task in pending:  # plan order within each method
+        by_method.setdefault(task.method, []).append(task)
+    per_chunk = max(1, batch_models // settings.cv_folds) if settings.stop == "cv" else batch_models
+    batches = []
+    for method, tasks in by_method.items():
+        problem = batching_problem([task_inputs(t, settings, samples, device).config for t in tasks[:2]])
+        if problem is None and per_chunk == 1 and settings.stop != "cv":
+            problem = "one model per batch"
+        if problem is not None:
+            log.info("%s: training task by task (%s)", method, problem)
+            batches.append(Batch(tasks, stacked=False))
+            continue
+        batches += [Batch(tasks[i : i + per_chunk], stacked=True) for i in range(0, len(tasks), per_chunk)]
+    return batches
 
 
 def model_bytes(settings: ExperimentSettings, method: str, image_size: int) -> int:
@@ -104,90 +106,18 @@ def default_batch_models(settings: ExperimentSettings, image_size: int, device: 
     return int(max(1, min(MAX_BATCH_MODELS, (free // 2) // max(need, 1))))
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def run_batched(
-    pending: Sequence[Task],
-    settings: ExperimentSettings,
-    samples: Samples,
-    out,
-    *,
-    batch_models: int,
-    device: str = "cpu",
-    progress: bool = True,
-    finish: Optional[Callable[[Task, dict], None]] = None,
-) -> None:
-    """Run ``pending`` tasks with up to ``batch_models`` models per stacked training.
+def run_stacked(chunk: Sequence[Task], settings: ExperimentSettings, samples: Samples, *, device: str = "cpu", bar=None,
+                finish: Callable[[Task, dict], None]) -> None:
+    """Train and evaluate the tasks of one batch: cross-validation folds stacked, then the final trainings stacked.
 
     Args:
-        pending: the tasks to run.
-        settings: the experiment.
-        samples: the cohort.
-        out: the experiment folder; each task's record goes to ``OUT/tasks/<name>.json``.
-        batch_models: K >= 1, the models trained at once.
+        chunk: the batch's tasks (one method).
+        settings, samples: the study and its cohort.
         device: torch device.
-        progress: one tqdm bar over the training steps of all tasks, with ETA.
-        finish: called with each task and its record after it is written (logging).
-
-    A method whose configs cannot be batched (see
-    :func:`hamfast.training.batched.batching_problem`) runs task by task, with a log line saying why.
+        bar: a tqdm bar over training steps (or None); under ``stop="cv"`` its total drops by the
+            steps the chosen lengths leave out.
+        finish: called with each task and its record as soon as its model is done.
     """
-    from pathlib import Path
-
-    out = Path(out)
-    if batch_models < 1:
-        raise ValueError(f"--batch-models must be >= 1, got {batch_models}")
-    total = len(pending) * task_steps(settings)
-    bar = None
-    if progress and pending:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=f"experiment {settings.experiment} ({len(pending)} tasks)", unit="step",
-                   dynamic_ncols=True, smoothing=0.05)
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            _run_all(pending, settings, samples, out, batch_models, device, bar, finish)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _run_all(pending, settings, samples, out, batch_models, device, bar, finish) -> None:
-    from hamfast.training.batched import batching_problem
-
-    def write(task: Task, record: dict) -> None:
-        write_json_atomic(out / TASKS_DIR / f"{task.name}.json", record)
-        if finish is not None:
-            finish(task, record)
-        if bar is not None:
-            bar.set_postfix_str(f"last: {task.name}", refresh=False)
-
-    by_method: dict[str, list[Task]] = {}
-    for task in pending:  # plan order within each method
-        by_method.setdefault(task.method, []).append(task)
-    per_chunk = max(1, batch_models // settings.cv_folds) if settings.stop == "cv" else batch_models
-    for method, tasks in by_method.items():
-        problem = batching_problem([task_inputs(t, settings, samples, device).config for t in tasks[:2]])
-        if problem is None and per_chunk == 1 and settings.stop != "cv":
-            problem = "one model per batch"
-        if problem is not None:
-            log.info("%s: training task by task (%s)", method, problem)
-            for task in tasks:
-                record = run_task(task, settings, samples, device)
-                write(task, record)
-                if bar is not None:
-                    bar.update(task_steps(settings))
-            continue
-        for chunk in _chunks(tasks, per_chunk):
-            _run_chunk(chunk, settings, samples, device, bar, write)
-
-
-def _run_chunk(chunk: list[Task], settings, samples, device, bar, write) -> None:
-    """Train and evaluate the tasks of one chunk: cross-validation folds batched, then the final trainings batched."""
     from hamfast.experiments.stopping import cv_folds, cv_result, fold_scorer
     from hamfast.training.batched import train_batched
 
@@ -224,7 +154,7 @@ def _run_chunk(chunk: list[Task], settings, samples, device, bar, write) -> None
     def done(r: int, result) -> None:
         # Wall time of a task: its share of the batched cross-validation plus the final training so far.
         seconds = cv_seconds / len(chunk) + (time.perf_counter() - start - cv_seconds) / len(chunk)
-        write(chunk[r], task_result(chunk[r], settings, samples, inputs[r], result, cvs[r], seconds, device))
+        finish(chunk[r], task_result(chunk[r], settings, samples, inputs[r], result, cvs[r], seconds, device))
 
     log.debug("training %s (%d models at once)", ", ".join(t.name for t in chunk), len(configs))
     train_batched(configs, [(d.images, d.available, d.labels) for d in inputs], on_step=on_step, on_done=done)

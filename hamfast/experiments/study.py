@@ -11,7 +11,8 @@ from hamfast.experiments.config import ExperimentSettings
 from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
-from hamfast.experiments.runner import Samples, finished_tasks, plan_tasks, run_experiment
+from hamfast.experiments.runner import finished_tasks, pending_tasks, run_experiment
+from hamfast.experiments.tasks import Samples
 
 __all__ = ["is_brats_root", "load_cohort", "cohort_description", "run_study"]
 
@@ -147,10 +148,7 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         batch_models = batching.default_batch_models(settings, int(cohort.images.shape[-1]), device)
         log.info("training up to %d models at once (--batch-models auto on %s)", batch_models, device)
     if estimate:
-        tasks = plan_tasks(settings)
-        if shard is not None:
-            tasks = batching.shard_tasks(tasks, *shard)
-        pending = [t for t in tasks if t.name not in finished_tasks(out)]
+        _, pending = pending_tasks(settings, out, shard)
         found = batching.estimate_study(settings, samples, pending, batch_models=max(2, int(batch_models)), device=device)
         return {"results": [], "summary": batching.format_estimate(found, settings), "files": [], "estimate": found}
     done_before = len(finished_tasks(out))
