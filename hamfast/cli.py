@@ -145,7 +145,7 @@ def _training_switches(args) -> dict:
     """The ablation and masking options given on the command line (TrainConfig / settings field names)."""
     out = {"ham_norm": args.ham_norm, "dropout_mode": args.dropout_mode, "dropout_p": args.dropout_p,
            "dropout_keep": args.dropout_keep, "mixed_groups": args.mixed_groups,
-           "ham_frozen": getattr(args, "ham_frozen", None)}
+           "ham_frozen": getattr(args, "ham_frozen", None), "featimpute_shared": args.featimpute_shared}
     for name in ("recalibrate", "recalibrate_baselines"):
         if getattr(args, name) is not None:
             out[name] = getattr(args, name) == "on"
@@ -203,6 +203,9 @@ def _add_model_options(parser, defaults: dict) -> None:
     group.add_argument("--recalibrate-baselines", choices=("on", "off"), default=None,
                        help="the baselines' batch-norm statistics recomputed per test pattern at evaluation "
                        "(default: off, as in the paper)")
+    group.add_argument("--featimpute-shared", choices=("stacked", "per-modality"), default=None,
+                       help="what FeatImpute's shared encoder reads: the stacked modalities (the paper's wording) or "
+                       "each modality on its own (ShaSpec's form) (default: stacked)")
     group.add_argument("--dropout-mode", choices=("channel", "subset"), default=None,
                        help="the masking of Dropout and of HAM's mixed schedule: each present modality dropped with "
                        "probability --dropout-p, or a uniform non-empty subset (default: channel)")
@@ -363,8 +366,8 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--cv-folds", type=_positive_int, default=None, help="cross-validation folds")
     p.add_argument("--methods", nargs="+", choices=EXPERIMENT_METHODS, default=None,
                    help="methods (default: all four for A; dropout featimpute ham for B); ham uses --schedule, "
-                   "ham-mixed / ham-paper / ham-exact fix the schedule (mixed / paper / paper-exact), ham-frozen is "
-                   "the frozen-hypernetwork control, so HAM variants can be compared in one study")
+                   "ham-mixed / ham-paper / ham-exact fix the schedule (mixed / paper / paper-exact), ham-per-sample is "
+                   "the mixed schedule with a pattern per case (--mixed-groups 0), ham-frozen is the frozen-hypernetwork control, so HAM variants can be compared in one study")
     p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
     p.add_argument("--subsets", default=None, help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair")

@@ -11,7 +11,7 @@ AVAILABLE = torch.tensor([[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 1, 0]], dtype=torch
 
 def _model_and_batch():
     torch.manual_seed(0)
-    model = FeatImpute(widths=WIDTHS).eval()
+    model = FeatImpute(widths=WIDTHS, shared_input="per-modality").eval()
     x = torch.rand(3, 4, 96, 96, generator=torch.Generator().manual_seed(1))
     return model, x
 
@@ -75,3 +75,24 @@ def test_gradients_reach_every_part_in_training():
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(name + ".")]
         assert grads and all(g is not None for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_stacked_shared_encoder_reads_every_present_modality_at_once():
+    torch.manual_seed(0)
+    model = FeatImpute(widths=WIDTHS).eval()  # the default: the paper's "shared encoder on stacked inputs"
+    assert model.shared_input == "stacked" and model.shared.blocks[0][0].in_channels == 4
+    x = torch.rand(3, 4, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        f = model.encode(x, AVAILABLE)
+        stacked = model.shared(x * AVAILABLE[:, :, None, None])  # [3, C]: absent channels zero
+        for b, row in enumerate(AVAILABLE):
+            for m in range(4):
+                expected = stacked[b] if row[m] else torch.zeros_like(stacked[b])
+                torch.testing.assert_close(f.shared[b, m], expected)
+            first = int(row.long().argmax())
+            for m in (~row).nonzero()[:, 0].tolist():
+                torch.testing.assert_close(f.fused[b, m], stacked[b])  # imputed with the sample's shared feature
+        assert model.auxiliary_loss(f) == pytest.approx(0.02 * F.cross_entropy(
+            model.domain_classifier(f.specific[AVAILABLE]), AVAILABLE.nonzero()[:, 1]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="shared_input"):
+        FeatImpute(widths=WIDTHS, shared_input="both")

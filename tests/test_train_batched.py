@@ -54,7 +54,8 @@ def _forward_loss(model, x, available):
 @pytest.mark.parametrize("method", ["standard", "featimpute", "ham"])
 def test_stacked_models_equal_the_models_in_float64(method, backend):
     torch.manual_seed(0)
-    models = [build_model(method, **SMALL).double().train() for _ in range(3)]
+    extra = {"featimpute_shared": "per-modality"} if method == "featimpute" else {}
+    models = [build_model(method, **SMALL, **extra).double().train() for _ in range(3)]
     stacked = stack_models(copy.deepcopy(models), backend).double().train()
     x = torch.rand(10, 4, 80, 80, dtype=torch.float64)
     available = torch.ones(10, 4, dtype=torch.bool)
@@ -117,7 +118,8 @@ def _three_runs(method, schedule, **overrides):
     """Three configs, each with its own seed, data, batch size and length (it leaves the batch when done)."""
     configs = [
         TrainConfig(method, schedule=schedule, iterations=3 + r, seed=10 + r, **SMALL, batch_size=5 + r,
-                    augment=False, n_it=2, recalibrate=False, **overrides)
+                    augment=False, n_it=2, recalibrate=False,
+                    **({"featimpute_shared": "per-modality"} if method == "featimpute" else {}), **overrides)
         for r in range(3)
     ]
     return configs, [_data(14 + r, seed=r) for r in range(3)]
@@ -195,6 +197,10 @@ def test_what_cannot_be_batched_is_named():
     assert "method" in batching_problem([base, TrainConfig("dropout", widths=WIDTHS)])
     assert "widths" in batching_problem([base, TrainConfig("ham", widths=(3, 4, 4, 8))])
     assert "lr" in batching_problem([base, TrainConfig("ham", widths=WIDTHS, lr=1e-3)])
+    stacked_shared = TrainConfig("featimpute", widths=WIDTHS)  # the default: a stacked shared encoder
+    assert "stacked shared encoder" in batching_problem([stacked_shared, stacked_shared])
+    per_modality = TrainConfig("featimpute", widths=WIDTHS, featimpute_shared="per-modality")
+    assert batching_problem([per_modality, per_modality]) is None
     with pytest.raises(ValueError, match="cannot train these models batched: the models differ in method"):
         train_batched([base, TrainConfig("dropout", widths=WIDTHS)], [_data(9, 0)] * 2)
     with pytest.raises(ValueError, match="cannot stack"):

@@ -34,7 +34,9 @@ equally likely), and HAM's mixed batches made of 4 pattern groups; ``ham_norm``,
 Methods. Besides the four methods (``hamfast.models.METHODS``; ``"ham"`` trains with the settings'
 ``schedule``) an experiment may compare HAM variants side by side (:data:`METHOD_VARIANTS`):
 ``ham-mixed``, ``ham-paper`` and ``ham-exact`` fix the schedule (``mixed``, ``paper``,
-``paper-exact``), ``ham-frozen`` is the frozen-hypernetwork control (the settings' schedule).
+``paper-exact``), ``ham-per-sample`` is the mixed schedule with a pattern per sample
+(``mixed_groups=0``, hamfast's earlier mixed batches), ``ham-frozen`` is the frozen-hypernetwork
+control (the settings' schedule).
 
 Test set. By default each run tests on the ``test_size`` cases its split holds out. With
 ``test_data`` (a second cohort from the same source, e.g. ``hamfast synth --seed 1``), every run
@@ -55,6 +57,7 @@ from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 # Experiment-level HAM variants: name -> the TrainConfig fields it fixes (method "ham").
 METHOD_VARIANTS = {
     "ham-mixed": {"schedule": "mixed"},
+    "ham-per-sample": {"schedule": "mixed", "mixed_groups": 0},
     "ham-paper": {"schedule": "paper"},
     "ham-exact": {"schedule": "paper-exact"},
     "ham-frozen": {"ham_frozen": True},
@@ -112,6 +115,7 @@ _COMMON = dict(
     dropout_p=0.5,
     dropout_keep=0.0,
     mixed_groups=4,
+    featimpute_shared="stacked",
 )
 PRESETS = {
     "quick": dict(_COMMON, runs=3, widths=(16, 32, 32, 64), size=96, stop="fixed", iterations=200, cv_every=50, schedule="mixed"),
@@ -143,7 +147,7 @@ class ExperimentSettings:
         size: slice side in pixels when reading a BraTS folder (None: the data's default).
         widths, hidden, kernel_size, batch_size, lr, schedule, augment, n_it, ham_norm,
             recalibrate, recalibrate_baselines, dropout_mode, dropout_p, dropout_keep,
-            mixed_groups, precision: training (``hamfast.training.TrainConfig``; ``precision`` is
+            mixed_groups, featimpute_shared, precision: training (``hamfast.training.TrainConfig``; ``precision`` is
             ``"fp32"``, ``"tf32"`` or ``"bf16"``).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
@@ -181,6 +185,7 @@ class ExperimentSettings:
     recalibrate_baselines: bool = False
     mixed_groups: int = 4
     test_data: Optional[str] = None
+    featimpute_shared: str = "stacked"
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -217,6 +222,8 @@ class ExperimentSettings:
         _check(0 <= self.dropout_p < 1, f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         _check(0 <= self.dropout_keep <= 1, f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
         _check(self.mixed_groups >= 0, f"mixed_groups must be >= 0, got {self.mixed_groups}")
+        _check(self.featimpute_shared in ("stacked", "per-modality"),
+               f"featimpute_shared must be 'stacked' or 'per-modality', got {self.featimpute_shared!r}")
         self.recalibrate = bool(self.recalibrate)
         self.recalibrate_baselines = bool(self.recalibrate_baselines)
         if self.size is not None:
@@ -237,7 +244,7 @@ class ExperimentSettings:
         device), with those a method variant fixes (:data:`METHOD_VARIANTS`) when ``method`` is one."""
         names = ("schedule", "iterations", "batch_size", "lr", "widths", "hidden", "kernel_size", "augment", "n_it",
                  "recalibrate", "recalibrate_baselines", "ham_norm", "dropout_mode", "dropout_p", "dropout_keep",
-                 "mixed_groups", "precision")
+                 "mixed_groups", "featimpute_shared", "precision")
         return {**{name: getattr(self, name) for name in names}, **METHOD_VARIANTS.get(method, {})}
 
     @classmethod

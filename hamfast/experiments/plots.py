@@ -22,7 +22,7 @@ __all__ = ["matplotlib_available", "plot_accuracy_vs_completeness", "plot_loss_c
 log = logging.getLogger(__name__)
 
 COLORS = {"standard": "C0", "dropout": "C1", "featimpute": "C2", "ham": "C3", "ham-mixed": "C4", "ham-paper": "C5",
-          "ham-exact": "C6", "ham-frozen": "C7"}  # the same in every figure
+          "ham-exact": "C6", "ham-frozen": "C7", "ham-per-sample": "C8"}  # the same in every figure
 
 
 def matplotlib_available() -> bool:

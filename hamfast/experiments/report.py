@@ -46,7 +46,8 @@ __all__ = [
 METRICS = ("balanced_accuracy", "sensitivity", "specificity", "precision")
 METRIC_LABELS = {"balanced_accuracy": "BAcc", "sensitivity": "Sens", "specificity": "Spec", "precision": "Prec"}
 METHOD_LABELS = {"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM",
-                 "ham-mixed": "HAM-mixed", "ham-paper": "HAM-paper", "ham-exact": "HAM-exact", "ham-frozen": "HAM-frozen"}
+                 "ham-mixed": "HAM-mixed", "ham-paper": "HAM-paper", "ham-exact": "HAM-exact", "ham-frozen": "HAM-frozen",
+                 "ham-per-sample": "HAM-per-sample"}
 MARK_OVER_DROPOUT = "*"
 MARK_OVER_FEATIMPUTE = "⊗"
 RUN_COLUMNS = ("experiment", "method", "condition", "run", "seed", "iterations") + METRICS

@@ -55,6 +55,7 @@ def build_model(
     backend: str = "fused",
     norm: str = "per-pattern",
     frozen: bool = False,
+    featimpute_shared: str = "stacked",
 ) -> nn.Module:
     """The network of one method.
 
@@ -69,11 +70,13 @@ def build_model(
             other methods).
         norm: HAM's batch norm, ``"per-pattern"`` or ``"shared"`` (ignored by the other methods).
         frozen: HAM's frozen-hypernetwork control (ignored by the other methods; see :class:`HAM`).
+        featimpute_shared: what FeatImpute's shared encoder reads, ``"stacked"`` or
+            ``"per-modality"`` (ignored by the other methods; see :class:`FeatImpute`).
     """
     if method in ("standard", "dropout"):
         return CBRTiny(in_channels, num_classes, widths, kernel_size)
     if method == "featimpute":
-        return FeatImpute(in_channels, num_classes, widths, kernel_size)
+        return FeatImpute(in_channels, num_classes, widths, kernel_size, shared_input=featimpute_shared)
     if method == "ham":
         return HAM(in_channels, num_classes, widths, hidden, kernel_size, backend, norm, frozen)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -1,18 +1,27 @@
 """FeatImpute: the feature-imputation baseline, after ShaSpec (Wang et al., CVPR 2023).
 
-Every modality m of a sample is encoded twice, each time on its own channel ``x[:, m:m+1]``: by a
-shared encoder (the same for all modalities) and by a modality-specific encoder, both CBRTiny
-trunks (blocks + global average pooling, no head). Per available modality the features are fused
-compositionally::
+Every available modality m of a sample is encoded by a modality-specific encoder on its own channel
+``x[:, m:m+1]``; a shared encoder gives the shared features. Both are CBRTiny trunks (blocks +
+global average pooling, no head). The shared encoder reads (``shared_input``):
+
+* ``"stacked"`` (default, the paper's wording: "a shared encoder on stacked inputs"): the stacked
+  modalities ``x`` [B, M, H, W] with the absent ones zero, one shared feature per sample, used as
+  ``shared_m`` for every modality m;
+* ``"per-modality"`` (ShaSpec's own form): each available modality on its own channel, one shared
+  feature per (sample, modality).
+
+Per available modality the features are fused compositionally::
 
     fused_m = shared_m + fusion(cat(shared_m, specific_m))
 
 A missing modality's fused feature is imputed with the shared feature of the sample's first
-available modality. The classifier is one linear layer on the concatenated fused features of all
-M modalities. Two auxiliary terms shape the features during training:
+available modality (stacked: the sample's one shared feature). The classifier is one linear layer
+on the concatenated fused features of all M modalities. Two auxiliary terms shape the features
+during training:
 
 * consistency: mean L1 distance between the shared features of every pair of available
-  modalities of a sample (the shared encoder should see the same content in every modality);
+  modalities of a sample (the shared encoder should see the same content in every modality; 0
+  with stacked input, where a sample has one shared feature);
 * domain: cross-entropy of a linear modality classifier on the specific features (they should
   tell the modalities apart).
 
@@ -32,7 +41,9 @@ from hamfast.models.inputs import as_available, check_input, mask_missing
 
 Tensor = torch.Tensor
 
-__all__ = ["FeatImpute", "FeatImputeFeatures"]
+__all__ = ["FeatImpute", "FeatImputeFeatures", "SHARED_INPUTS"]
+
+SHARED_INPUTS = ("stacked", "per-modality")
 
 
 class FeatImputeFeatures(NamedTuple):
@@ -61,6 +72,7 @@ class FeatImpute(nn.Module):
         kernel_size: conv kernel side of each trunk.
         consistency_weight: weight of the L1 shared-feature consistency term in :meth:`auxiliary_loss`.
         domain_weight: weight of the modality (domain) cross-entropy in :meth:`auxiliary_loss`.
+        shared_input: what the shared encoder reads, ``"stacked"`` or ``"per-modality"`` (see the module).
 
     ``forward(x: [B, M, H, W], available: bool [B, M]) -> logits [B, num_classes]``. Every sample
     needs at least one modality.
@@ -74,8 +86,12 @@ class FeatImpute(nn.Module):
         kernel_size: int = 5,
         consistency_weight: float = 0.1,
         domain_weight: float = 0.02,
+        shared_input: str = "stacked",
     ):
         super().__init__()
+        if shared_input not in SHARED_INPUTS:
+            raise ValueError(f"shared_input must be one of {SHARED_INPUTS}, got {shared_input!r}")
+        self.shared_input = shared_input
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if num_classes < 1:
@@ -84,7 +100,7 @@ class FeatImpute(nn.Module):
         self.num_classes = int(num_classes)
         self.consistency_weight = float(consistency_weight)
         self.domain_weight = float(domain_weight)
-        self.shared = CBRTrunk(1, widths, kernel_size)
+        self.shared = CBRTrunk(in_channels if shared_input == "stacked" else 1, widths, kernel_size)
         self.specific = nn.ModuleList(CBRTrunk(1, widths, kernel_size) for _ in range(self.in_channels))
         self.widths, self.kernel_size = self.shared.widths, self.shared.kernel_size
         features = self.widths[-1]
@@ -103,7 +119,10 @@ class FeatImpute(nn.Module):
         batch, modality = available.nonzero(as_tuple=True)  # the K present (sample, modality) pairs
         singles = x[batch, modality][:, None]  # [K, 1, H, W]
         shape = (x.shape[0], self.in_channels, self.widths[-1])
-        shared = x.new_zeros(shape).index_put((batch, modality), self.shared(singles))
+        if self.shared_input == "stacked":
+            shared = x.new_zeros(shape).index_put((batch, modality), self.shared(x)[batch])
+        else:
+            shared = x.new_zeros(shape).index_put((batch, modality), self.shared(singles))
         specific = x.new_zeros(shape)
         for m, encoder in enumerate(self.specific):
             rows = (modality == m).nonzero()[:, 0]

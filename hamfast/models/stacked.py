@@ -191,6 +191,9 @@ class StackedFeatImpute(_Stacked):
     def __init__(self, models: Sequence[FeatImpute], backend: str = "fused"):
         super().__init__()
         first = models[0]
+        if any(m.shared_input != "per-modality" for m in models):
+            raise ValueError("StackedFeatImpute stacks the per-modality (ShaSpec) form only; a stacked shared encoder "
+                             "trains model by model")
         self.num_models = len(models)
         self.in_channels, self.num_classes = first.in_channels, first.num_classes
         self.widths, self.kernel_size = first.widths, first.kernel_size

@@ -52,7 +52,7 @@ __all__ = ["BATCHABLE_FIELDS", "batching_problem", "train_batched"]
 # default value (the batched loop may not implement what it changes).
 SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "lr", "device", "backend")
 PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate",
-             "dropout_mode", "dropout_p", "dropout_keep", "mixed_groups", "recalibrate_baselines")
+             "dropout_mode", "dropout_p", "dropout_keep", "mixed_groups", "recalibrate_baselines", "featimpute_shared")
 BATCHABLE_FIELDS = SHARED + PER_MODEL
 
 Callback = Callable[[int, nn.Module], Optional[bool]]
@@ -67,6 +67,8 @@ def batching_problem(configs: Sequence[TrainConfig]) -> Optional[str]:
         for name, value in config.to_dict().items():
             if name not in BATCHABLE_FIELDS and value != defaults.get(name, object()):
                 return f"TrainConfig.{name}={value!r} is not supported by batched training"
+    if configs[0].method == "featimpute" and any(c.featimpute_shared != "per-modality" for c in configs):
+        return "FeatImpute with a stacked shared encoder is not supported by batched training"
     first = configs[0].to_dict()
     for config in configs[1:]:
         for name in SHARED:

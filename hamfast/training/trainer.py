@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from hamfast.models import BACKENDS, METHODS, NORMS, HAM, FeatImpute, build_model
+from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.models.inputs import mask_missing
 from hamfast.patterns import NUM_MODALITIES
 from hamfast.training.losses import class_weights, focal_loss
@@ -110,6 +111,9 @@ class TrainConfig:
             makes every pattern within a sample's modalities equally likely, as HAM's "randomly
             chosen" mu of the paper (docs/paper.md).
         dropout_keep: probability that a sample is shown with its own pattern, in [0, 1].
+        featimpute_shared: what FeatImpute's shared encoder reads: ``"stacked"`` (the stacked
+            modalities, as the paper words it) or ``"per-modality"`` (each modality on its own,
+            ShaSpec's form); see :class:`hamfast.models.FeatImpute`.
         precision: the arithmetic of the training steps. ``"fp32"`` (default): float32 with TF32
             off (``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
             False for the run), the same numbers on CPU and GPU; ``"tf32"``: both flags True (a
@@ -143,6 +147,7 @@ class TrainConfig:
     recalibrate_baselines: bool = False
     ham_frozen: bool = False
     mixed_groups: int = 4
+    featimpute_shared: str = "stacked"
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -167,6 +172,8 @@ class TrainConfig:
             raise ValueError(f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         if not 0 <= self.dropout_keep <= 1:
             raise ValueError(f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
+        if self.featimpute_shared not in SHARED_INPUTS:
+            raise ValueError(f"featimpute_shared must be one of {SHARED_INPUTS}, got {self.featimpute_shared!r}")
         if self.ham_frozen and self.method != "ham":
             raise ValueError(f"ham_frozen is HAM's control, not an option of method {self.method!r}")
         if self.mixed_groups < 0:
@@ -217,6 +224,7 @@ def build_from_config(config: TrainConfig) -> nn.Module:
         backend=config.backend,
         norm=config.ham_norm,
         frozen=config.ham_frozen,
+        featimpute_shared=config.featimpute_shared,
     )
 
 
