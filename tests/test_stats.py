@@ -151,10 +151,10 @@ def _reference_replicates(results, a, b, draws, shared, num_classes=3):
         for run in runs:
             y = fa[run][0]
             counts = draws.counts(1, 0, y.size)[rep] if shared else draws.counts(2, run, y.size)[rep]
-            take = np.repeat(np.arange(y.size), counts)
+            take = np.repeat(np.arange(y.size), counts.astype(np.int64))
             diffs.append(classification_metrics(y[take], fa[run][1][take], num_classes)["balanced_accuracy"]
                          - classification_metrics(y[take], fb[run][1][take], num_classes)["balanced_accuracy"])
-        values.append(np.dot(run_counts[rep], diffs) / len(runs))
+        values.append(np.dot(run_counts[rep].astype(np.float64), diffs) / len(runs))
     return np.array(values)
 
 
@@ -268,3 +268,10 @@ def test_holm_by_hand():
     assert np.all(np.diff(adjusted[order]) >= 0) and np.all(adjusted >= p) and np.all(adjusted <= 1)
     with pytest.raises(ValueError):
         stats.holm([0.5, 1.5])
+
+
+def test_replicates_grow_with_the_family():
+    assert stats.replicates_for(1) == stats.replicates_for(25) == 2000
+    assert stats.replicates_for(100) == 8000 and stats.replicates_for(315) == 25200
+    for m in (1, 42, 315):  # Holm's smallest adjusted p, m / (B + 1), stays below alpha / 4
+        assert m / (stats.replicates_for(m) + 1) < stats.ALPHA / 4

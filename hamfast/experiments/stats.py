@@ -42,6 +42,7 @@ __all__ = [
     "BootstrapDraws",
     "BootstrapDifference",
     "paired_bootstrap",
+    "replicates_for",
     "holm",
 ]
 
@@ -185,14 +186,15 @@ class BootstrapDraws:
         self._cache: dict = {}
 
     def counts(self, kind: int, key: int, n: int) -> np.ndarray:
-        """int64 [B, n]: how often each of ``n`` items is drawn, with replacement, in each replicate
-        (multinomial counts, each row sums to n). ``kind``/``key`` name what is resampled (0/0: the
-        runs; 1/0: a test set shared by every run; 2/run: the test cases of one run), so different
-        things get independent draws."""
+        """float32 [B, n]: how often each of ``n`` items is drawn, with replacement, in each replicate
+        (multinomial counts, each row sums to n; small integers, exact in float32, which halves the
+        cost of the products they enter). ``kind``/``key`` name what is resampled (0/0: the runs;
+        1/0: a test set shared by every run; 2/run: the test cases of one run), so different things
+        get independent draws."""
         index = (kind, key, n)
         if index not in self._cache:
             rng = np.random.default_rng([self.seed, kind, key, n])
-            self._cache[index] = rng.multinomial(n, np.full(n, 1.0 / n), size=self.replicates)
+            self._cache[index] = rng.multinomial(n, np.full(n, 1.0 / n), size=self.replicates).astype(np.float32)
         return self._cache[index]
 
 
@@ -226,6 +228,16 @@ class BootstrapDifference:
     replicates: int
 
 
+def replicates_for(family_size: int, alpha: float = ALPHA) -> int:
+    """Bootstrap replicates for a family of ``family_size`` tests corrected with :func:`holm`.
+
+    A bootstrap p-value is at least ``1 / (B + 1)``, so Holm's smallest adjusted p is at least
+    ``m / (B + 1)``: with 2000 replicates a family of 100 comparisons could never reach 0.05.
+    Returns ``max(BOOTSTRAP_REPLICATES, ceil(4 m / alpha))``, which keeps that floor below alpha / 4.
+    """
+    return max(BOOTSTRAP_REPLICATES, math.ceil(4 * family_size / alpha))
+
+
 def _predictions(results: Sequence[dict], method: str, condition: str) -> dict:
     """``{run: (ids, y_true, y_pred)}`` of ``method`` at ``condition``, each sorted by case id."""
     found = {}
@@ -251,25 +263,22 @@ def _predictions(results: Sequence[dict], method: str, condition: str) -> dict:
     return found
 
 
-def _run_differences(weights: np.ndarray, y_true: np.ndarray, hits: np.ndarray, num_classes: int) -> np.ndarray:
-    """Balanced-accuracy differences under case weights.
+def _recall_difference(weights: np.ndarray, hits: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of method a minus that of b under case weights.
 
     Args:
         weights: [B, N] case weights (bootstrap counts, or ones for the observed value).
-        y_true: int [N], the cases' classes.
-        hits: [R, N], ``1`` where only method a is right, ``-1`` where only b is, ``0`` otherwise.
-        num_classes: C; recall is averaged over all C classes, a class of weight 0 counting 0 (as
-            :func:`hamfast.metrics.classification_metrics` counts a class absent from y_true).
+        hits: [B or 1, N], per case ``1`` where only a is right, ``-1`` where only b is, ``0``
+            otherwise; or a run-weighted sum of such rows.
+        onehot: [N, C], the cases' true classes.
 
     Returns:
-        [B, R]: per replicate and run, balanced accuracy of a minus that of b.
+        float64 [B]: ``(1/C) sum_k sum_c w_c hits_c [c in k] / sum_c w_c [c in k]``; a class of weight
+        0 counts 0, as :func:`hamfast.metrics.classification_metrics` counts a class absent from y_true.
     """
-    onehot = np.eye(num_classes)[y_true]                                  # [N, C]
-    per_class = weights @ (hits[:, :, None] * onehot[None]).transpose(1, 0, 2).reshape(y_true.size, -1)
-    per_class = per_class.reshape(weights.shape[0], hits.shape[0], num_classes)  # [B, R, C] weighted hit differences
-    totals = weights @ onehot                                             # [B, C] weighted class sizes
-    recall = np.divide(per_class, totals[:, None, :], out=np.zeros_like(per_class), where=totals[:, None, :] > 0)
-    return recall.mean(2)
+    per_class = ((weights * hits) @ onehot).astype(np.float64)   # [B, C]; integer sums, exact in float32
+    totals = (weights @ onehot).astype(np.float64)               # [B, C] weighted class sizes
+    return np.divide(per_class, totals, out=np.zeros_like(per_class), where=totals > 0).mean(1)
 
 
 def paired_bootstrap(
@@ -324,24 +333,30 @@ def paired_bootstrap(
         for y in (a[run][1], a[run][2], b[run][2]):
             if y.min() < 0 or y.max() >= num_classes:
                 raise ValueError(f"{where}, run {run}: labels must lie in [0, {num_classes}), got {y.min()} to {y.max()}")
-    hits = {run: (a[run][2] == a[run][1]).astype(np.float64) - (b[run][2] == b[run][1]) for run in runs}
+    hits = {run: (a[run][2] == a[run][1]).astype(np.float32) - (b[run][2] == b[run][1]) for run in runs}
     ids = [a[run][0] for run in runs]
     shared = all(np.array_equal(ids[0], other) for other in ids[1:])
+    run_counts = draws.counts(0, 0, len(runs))                                              # [B, R]
     if shared:
         y_true = a[runs[0]][1]
         for run in runs[1:]:
             if not np.array_equal(a[run][1], y_true):
                 raise ValueError(f"{where}: a test case has different true labels in runs {runs[0]} and {run}")
-        stacked = np.stack([hits[run] for run in runs])                                       # [R, N]
-        observed = _run_differences(np.ones((1, y_true.size)), y_true, stacked, num_classes)[0]  # [R]
-        per_run = _run_differences(draws.counts(1, 0, y_true.size).astype(np.float64), y_true, stacked, num_classes)
+        onehot = np.eye(num_classes, dtype=np.float32)[y_true]
+        stacked = np.stack([hits[run] for run in runs])                                     # [R, N]
+        # The statistic is linear in the hits and every run shares the class sizes, so the
+        # run-weighted mean of per-run differences is the difference of the run-weighted hits.
+        observed = _recall_difference(np.ones((1, y_true.size), np.float32), stacked.sum(0), onehot)[0] / len(runs)
+        replicates = _recall_difference(draws.counts(1, 0, y_true.size), run_counts @ stacked, onehot) / len(runs)
     else:
-        observed = np.array([_run_differences(np.ones((1, hits[r].size)), a[r][1], hits[r][None], num_classes)[0, 0]
-                             for r in runs])
-        per_run = np.stack([_run_differences(draws.counts(2, r, hits[r].size).astype(np.float64), a[r][1], hits[r][None],
-                                             num_classes)[:, 0] for r in runs], axis=1)     # [B, R]
-    run_weights = draws.counts(0, 0, len(runs)) / len(runs)                                  # [B, R], rows sum to 1
-    replicates = (run_weights * per_run).sum(1)                                              # [B]
+        per_run, observed = [], []
+        for run in runs:
+            onehot = np.eye(num_classes, dtype=np.float32)[a[run][1]]
+            observed.append(_recall_difference(np.ones((1, hits[run].size), np.float32), hits[run], onehot)[0])
+            per_run.append(_recall_difference(draws.counts(2, run, hits[run].size), hits[run], onehot))
+        observed = float(np.mean(observed))
+        replicates = run_counts.astype(np.float64) * np.stack(per_run, axis=1)
+        replicates = replicates.sum(1) / len(runs)                                          # [B]
     tail = (1 - confidence) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
     share = min(np.mean(replicates <= 0), np.mean(replicates >= 0))
@@ -349,7 +364,7 @@ def paired_bootstrap(
     accuracy = {name: np.mean([_balanced_accuracy(found[r][1], found[r][2], num_classes) for r in runs])
                 for name, found in (("a", a), ("b", b))}
     return BootstrapDifference(
-        mean_a=float(accuracy["a"]), mean_b=float(accuracy["b"]), difference=float(observed.mean()),
+        mean_a=float(accuracy["a"]), mean_b=float(accuracy["b"]), difference=float(observed),
         low=float(low), high=float(high), p=float(p), runs=len(runs),
         cases=int(np.unique(np.concatenate(ids)).size), cases_per_run=tuple(int(i.size) for i in ids),
         shared_cases=shared, replicates=draws.replicates,
