@@ -344,6 +344,18 @@ def test_pairwise_differences_in_the_summary_and_comparisons():
         settings, results, {}, comparisons=report.comparison_rows(settings, results))  # the defaults, computed when not given
 
 
+def test_pairwise_differences_with_each_runs_own_test_cases():
+    settings = make_settings("a", "quick", completeness=(1.0,), methods=("standard", "ham"), **TINY)
+    results = _scored_results(settings, ("standard", "ham"), runs=2)
+    for result in results:  # run 1 tests on other cases (ids 100..129) than run 0 (0..29)
+        evaluation = result["evaluations"][0]
+        evaluation["ids"] = [f"case{100 * result['run'] + i}" for i in range(30)]
+    (row,) = report.comparison_rows(settings, results, replicates=200)
+    assert not row["shared_cases"] and row["cases"] == 60 and row["cases_per_run"] == "30"
+    assert "| 100% | HAM − Standard |" in report.summary_markdown(settings, results, {}, comparisons=[row])
+    assert "| 2 | 30 per run, 60 distinct |" in report.summary_markdown(settings, results, {}, comparisons=[row])
+
+
 # --- plots --------------------------------------------------------------------------------------
 
 

@@ -237,7 +237,7 @@ def _comparisons_section(settings: ExperimentSettings, comparisons: list[dict]) 
         return f"{title}\n\nNo two methods have a finished run in common yet."
     body = []
     for row in comparisons:
-        cases = str(row["cases"]) if row["shared_cases"] else f"{row['cases_per_run']} per run (own per run)"
+        cases = str(row["cases"]) if row["shared_cases"] else f"{row['cases_per_run']} per run, {row['cases']} distinct"
         condition = row["condition"] if settings.experiment == "a" else subset_label(row["condition"])
         body.append([
             condition, f"{METHOD_LABELS[row['method_a']]} − {METHOD_LABELS[row['method_b']]}",
