@@ -348,7 +348,7 @@ def _add_experiment_parser(sub) -> None:
              f"  paper  widths {list(paper['widths'])}, native size, {paper['runs']} runs, stop cv (5-fold, up to "
              f"{paper['iterations']} iterations), batch 16, lr 1e-4, HAM schedule {paper['schedule']} (a GPU)\n"
              "Options below override the preset.\n\n"
-             "Writes runs.csv, predictions.csv, summary.md, accuracy_vs_completeness.png (A) and loss_curves.png into "
+             "Writes runs.csv, predictions.csv, summary.md, comparisons.csv, accuracy_vs_completeness.png (A) and loss_curves.png into "
              "--out, and each finished task to OUT/tasks/ at once: rerunning the same command skips finished work.")
     p.add_argument("which", choices=("a", "b"), help="the experiment")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache")

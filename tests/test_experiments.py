@@ -275,6 +275,87 @@ def test_summary_b_layout():
     assert math.isclose(report.cell_table(report.run_rows(results), "balanced_accuracy")["t1+t2", "ham"]["mean"], 0.35)
 
 
+def test_method_labels_read_variants():
+    assert report.METHOD_LABELS["ham"] == "HAM" and report.METHOD_LABELS["featimpute"] == "FeatImpute"
+    assert report.METHOD_LABELS["ham-paper"] == "HAM-paper" and report.METHOD_LABELS["ham-exact"] == "HAM-exact"
+    assert report.METHOD_LABELS["dropout-uniform"] == "Dropout-uniform"
+    assert report.METHOD_LABELS["other"] == "other" and report.METHOD_LABELS["other-x"] == "other-x"
+
+
+def _scored_results(settings, methods, runs, n_cases=30, seed=0):
+    """Task results whose metrics are those of their predictions, every run tested on the same cases."""
+    from hamfast.metrics import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_cases) % 3
+    results = []
+    for run in range(runs):
+        for completeness in settings.completeness:
+            for k, method in enumerate(methods):
+                pred = np.where(rng.random(n_cases) < 0.3 + 0.15 * k, y, rng.integers(0, 3, n_cases))
+                metrics = classification_metrics(y, pred)
+                results.append({
+                    "experiment": "a", "run": run, "seed": run, "completeness": completeness, "method": method,
+                    "iterations": 3, "cv": None, "loss": [1.0], "train_samples": 10, "train_complete": 5,
+                    "seconds": 0.1, "device": "cpu",
+                    "evaluations": [{
+                        "condition": f"{round(100 * completeness)}%", "subset": "t1+t1ce+t2+flair",
+                        "metrics": {k: metrics[k] for k in report.METRICS},
+                        "ids": [f"case{i}" for i in range(n_cases)], "y_true": y.tolist(), "y_pred": pred.tolist(),
+                        "probs": np.eye(3)[pred].tolist()}],
+                })
+    return results
+
+
+def test_pairwise_differences_in_the_summary_and_comparisons():
+    from hamfast.experiments import stats
+
+    settings = make_settings("a", "quick", completeness=(1.0, 0.25), methods=("standard", "dropout", "ham"), **TINY)
+    methods = ("standard", "dropout", "ham", "ham-paper")  # a variant the settings do not list
+    results = _scored_results(settings, methods, runs=3)
+    # Standard did not finish run 2 at 25 %: that condition pairs it on runs 0 and 1 only.
+    results = [r for r in results if not (r["method"] == "standard" and r["run"] == 2 and r["completeness"] == 0.25)]
+    rows = report.comparison_rows(settings, results, replicates=300, seed=1)
+    assert [tuple(r[k] for k in ("condition", "method_a", "method_b")) for r in rows[:6]] == [
+        ("100%", "dropout", "standard"), ("100%", "ham", "standard"), ("100%", "ham", "dropout"),
+        ("100%", "ham-paper", "standard"), ("100%", "ham-paper", "dropout"), ("100%", "ham-paper", "ham")]
+    assert len(rows) == 12 and all(list(r) == list(report.COMPARISON_COLUMNS) for r in rows)
+    assert [r["p_holm"] for r in rows] == pytest.approx(stats.holm([r["p"] for r in rows]).tolist())
+    # The difference is that of the runs.csv means over the runs both methods finished.
+    scores = {(r["method"], r["condition"], r["run"]): r["balanced_accuracy"] for r in report.run_rows(results)}
+    for row in rows:
+        paired = [run for run in range(3) if (row["method_b"], row["condition"], run) in scores]
+        assert row["runs"] == len(paired) == (2 if row["condition"] == "25%" and row["method_b"] == "standard" else 3)
+        expected = np.mean([scores[row["method_a"], row["condition"], r] - scores[row["method_b"], row["condition"], r]
+                            for r in paired])
+        assert row["difference"] == pytest.approx(expected)
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"] and row["cases"] == 30 and row["shared_cases"]
+
+    text = report.summary_markdown(settings, results, {}, comparisons=rows)
+    assert "## Pairwise differences (bootstrap over runs and test cases, Holm-corrected)" in text
+    assert "| Completeness | A − B | BAcc difference [95 % CI] | p | p (Holm) | Runs | Test cases |" in text
+    first = rows[3]
+    assert (f"| 100% | HAM-paper − Standard | {first['difference']:+.3f} [{first['ci_low']:+.3f}, {first['ci_high']:+.3f}] |"
+            in text)
+    assert "over the family of all 12 rows" in text and "300 bootstrap replicates" in text
+    assert "| HAM-paper |" in text  # the variant has its row in Table 1a too
+    assert text.index("Pairwise differences") < text.index("## Settings")
+    assert report.summary_markdown(settings, results, {}) == report.summary_markdown(
+        settings, results, {}, comparisons=report.comparison_rows(settings, results))  # the defaults, computed when not given
+
+
+def test_pairwise_differences_with_each_runs_own_test_cases():
+    settings = make_settings("a", "quick", completeness=(1.0,), methods=("standard", "ham"), **TINY)
+    results = _scored_results(settings, ("standard", "ham"), runs=2)
+    for result in results:  # run 1 tests on other cases (ids 100..129) than run 0 (0..29)
+        evaluation = result["evaluations"][0]
+        evaluation["ids"] = [f"case{100 * result['run'] + i}" for i in range(30)]
+    (row,) = report.comparison_rows(settings, results, replicates=200)
+    assert not row["shared_cases"] and row["cases"] == 60 and row["cases_per_run"] == "30"
+    assert "| 100% | HAM − Standard |" in report.summary_markdown(settings, results, {}, comparisons=[row])
+    assert "| 2 | 30 per run, 60 distinct |" in report.summary_markdown(settings, results, {}, comparisons=[row])
+
+
 # --- plots --------------------------------------------------------------------------------------
 
 

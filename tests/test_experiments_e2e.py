@@ -33,7 +33,7 @@ def test_experiment_a(cohort, tmp_path):
     argv = ["experiment", "a", "--data", str(cohort), "--out", str(out), "--runs", "2", "--iterations", "2",
             "--completeness", "1", "0.5", "--jobs", "2"] + TINY
     assert cli.main(argv) == 0
-    for name in ("runs.csv", "predictions.csv", "summary.md", "accuracy_vs_completeness.png", "loss_curves.png"):
+    for name in ("runs.csv", "predictions.csv", "summary.md", "comparisons.csv", "accuracy_vs_completeness.png", "loss_curves.png"):
         assert (out / name).is_file(), name
 
     runs = _read(out / "runs.csv")
@@ -69,6 +69,18 @@ def test_experiment_a(cohort, tmp_path):
 
     summary = (out / "summary.md").read_text()
     assert "Table 1a" in summary and "| HAM |" in summary and "Warning" in summary
+
+    # comparisons.csv: every pair at both conditions, each run its own test cases (per-run split);
+    # the differences are those of runs.csv's means.
+    comparisons = _read(out / "comparisons.csv")
+    assert len(comparisons) == 2 * 6 and "Pairwise differences (bootstrap over runs and test cases" in summary
+    score = {(r["method"], r["condition"], r["run"]): float(r["balanced_accuracy"]) for r in runs}
+    for row in comparisons:
+        assert row["runs"] == "2" and row["shared_cases"] == "False" and row["cases_per_run"] == "10"
+        expected = sum(score[row["method_a"], row["condition"], run] - score[row["method_b"], row["condition"], run]
+                       for run in ("0", "1")) / 2
+        assert float(row["difference"]) == pytest.approx(expected)
+        assert float(row["p"]) <= float(row["p_holm"]) <= 1
 
     # Rerunning finds everything done and leaves the task files alone.
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "tasks").iterdir()}

@@ -9,8 +9,9 @@ Modules (import them directly; this package imports none of them, so ``hamfast.c
 * ``workers``: the worker processes (``--jobs``);
 * ``batching``: tasks trained many models at once (``--batch-models``), the cost estimate (``--estimate``);
 * ``stopping``: the number of iterations chosen by k-fold cross-validation;
-* ``stats``: t confidence intervals, paired Wilcoxon tests, the paper's significance marks;
-* ``report``: ``runs.csv``, ``predictions.csv``, ``summary.md``;
+* ``stats``: t confidence intervals, paired Wilcoxon tests, the paper's significance marks, the
+  runs x test cases bootstrap and Holm's correction;
+* ``report``: ``runs.csv``, ``predictions.csv``, ``summary.md``, ``comparisons.csv``;
 * ``plots``: ``accuracy_vs_completeness.png``, ``loss_curves.png`` (matplotlib, optional);
 * ``study``: one experiment from data to report (what ``hamfast experiment`` runs);
 * ``files``: atomic writes.

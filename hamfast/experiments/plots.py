@@ -25,6 +25,11 @@ COLORS = {"standard": "C0", "dropout": "C1", "featimpute": "C2", "ham": "C3", "h
           "ham-exact": "C6", "ham-frozen": "C7", "ham-per-sample": "C8"}  # the same in every figure
 
 
+def _color(method: str) -> str:
+    """A method's colour: its own for the known methods, otherwise one from the rest of the cycle."""
+    return COLORS.get(method, f"C{9 + sum(map(ord, method)) % 10}")
+
+
 def matplotlib_available() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -54,7 +59,7 @@ def plot_accuracy_vs_completeness(settings: ExperimentSettings, results: list[di
             continue
         x = np.array([p[0] for p in points])
         mean = np.array([p[1]["mean"] for p in points])
-        (line,) = ax.plot(x, mean, marker="o", color=COLORS[method], label=METHOD_LABELS[method])
+        (line,) = ax.plot(x, mean, marker="o", color=_color(method), label=METHOD_LABELS[method])
         low = np.array([p[1]["low"] for p in points])
         high = np.array([p[1]["high"] for p in points])
         if not np.isnan(low).all():
@@ -107,7 +112,7 @@ def plot_loss_curves(settings: ExperimentSettings, results: list[dict], path) ->
                 continue
             window = max(1, max(len(loss) for loss in losses) // 20)
             curve = mean_loss_curve(losses, window)
-            ax.plot(np.arange(1, curve.size + 1), curve, color=COLORS[method], label=METHOD_LABELS[method], linewidth=1.2)
+            ax.plot(np.arange(1, curve.size + 1), curve, color=_color(method), label=METHOD_LABELS[method], linewidth=1.2)
         ax.set_title(f"{completeness_label(level)} complete training data")
         ax.set_xlabel("iteration")
     axes[0][0].set_ylabel("training loss (mean over runs, smoothed)")

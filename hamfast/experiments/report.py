@@ -1,4 +1,4 @@
-"""The experiment's outputs: ``runs.csv``, ``predictions.csv`` and ``summary.md``.
+"""The experiment's outputs: ``runs.csv``, ``predictions.csv``, ``summary.md`` and ``comparisons.csv``.
 
 * ``runs.csv``: one row per run x method x condition with ``experiment, method, condition, run,
   seed, iterations, balanced_accuracy, sensitivity, specificity, precision``. The condition is the
@@ -7,11 +7,15 @@
   condition, run, seed, id, y_true, y_pred, prob_0, prob_1, prob_2`` (classes 0 short, 1 mid,
   2 long survival), enough to recompute every metric.
 * ``summary.md``: the paper's tables (1a/1b for A, 2 for B): per cell the mean over runs, its 95 %
-  t confidence interval (clipped to [0, 1]) and the significance marks, then the settings used.
+  t confidence interval (clipped to [0, 1]) and the significance marks.
   Table 1's marks are those of :func:`hamfast.experiments.stats.significance_marks` (``*`` better
   than Standard, ``×`` better than both Dropout and FeatImpute); Table 2's are the paper's Table 2
   marks, :func:`table2_marks`: ``*`` better than Dropout and ``⊗`` better than FeatImpute, each on
-  its own.
+  its own. Then the pairwise differences in balanced accuracy of every two methods at every
+  condition, from :func:`hamfast.experiments.stats.paired_bootstrap` (runs x test cases),
+  Holm-corrected over the whole experiment (:func:`comparison_rows`), then the settings used.
+* ``comparisons.csv``: those pairwise differences, one row per condition x pair of methods with
+  ``COMPARISON_COLUMNS``.
 
 Every file is written atomically (``hamfast.files``).
 """
@@ -33,6 +37,8 @@ __all__ = [
     "METRICS",
     "RUN_COLUMNS",
     "PREDICTION_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "METHOD_LABELS",
     "run_rows",
     "prediction_rows",
     "write_csv",
@@ -40,18 +46,28 @@ __all__ = [
     "table2_marks",
     "MARK_OVER_DROPOUT",
     "MARK_OVER_FEATIMPUTE",
+    "comparison_rows",
     "summary_markdown",
 ]
 
 METRICS = ("balanced_accuracy", "sensitivity", "specificity", "precision")
 METRIC_LABELS = {"balanced_accuracy": "BAcc", "sensitivity": "Sens", "specificity": "Spec", "precision": "Prec"}
-METHOD_LABELS = {"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM",
-                 "ham-mixed": "HAM-mixed", "ham-paper": "HAM-paper", "ham-exact": "HAM-exact", "ham-frozen": "HAM-frozen",
-                 "ham-per-sample": "HAM-per-sample"}
+class _MethodLabels(dict):
+    """Method name -> label; a variant ``base-rest`` of a known method reads ``Label-rest``
+    (``ham-paper`` -> ``HAM-paper``), any other unknown name as it is."""
+
+    def __missing__(self, name: str) -> str:
+        base, _, rest = str(name).partition("-")
+        return f"{self[base]}-{rest}" if rest and base in self else str(name)
+
+
+METHOD_LABELS = _MethodLabels({"standard": "Standard", "dropout": "Dropout", "featimpute": "FeatImpute", "ham": "HAM"})
 MARK_OVER_DROPOUT = "*"
 MARK_OVER_FEATIMPUTE = "⊗"
 RUN_COLUMNS = ("experiment", "method", "condition", "run", "seed", "iterations") + METRICS
 PREDICTION_COLUMNS = ("experiment", "method", "condition", "run", "seed", "id", "y_true", "y_pred", "prob_0", "prob_1", "prob_2")
+COMPARISON_COLUMNS = ("experiment", "condition", "method_a", "method_b", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
+                      "p", "p_holm", "runs", "cases", "cases_per_run", "shared_cases", "replicates", "seed")
 
 
 def run_rows(results: Iterable[dict]) -> list[dict]:
@@ -147,8 +163,100 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def _methods_in(settings: ExperimentSettings, rows: list[dict]) -> list[str]:
-    present = {row["method"] for row in rows}
-    return [m for m in settings.methods if m in present]
+    """The methods of ``rows``: those of the settings in their order, then any other (a variant
+    such as ``ham-paper``) in order of appearance."""
+    present = list(dict.fromkeys(row["method"] for row in rows))
+    return [m for m in settings.methods if m in present] + [m for m in present if m not in settings.methods]
+
+
+def _conditions_in(settings: ExperimentSettings, rows: list[dict]) -> list[str]:
+    present = list(dict.fromkeys(row["condition"] for row in rows))
+    return [c for c in settings.conditions() if c in present] + [c for c in present if c not in settings.conditions()]
+
+
+def _num_classes(results: list[dict]) -> Optional[int]:
+    """C as the runner scored it (the length of the predicted probability vectors), or None."""
+    sizes = {len(e["probs"][0]) for r in results for e in r["evaluations"] if e.get("probs")}
+    return max(sizes) if sizes else None
+
+
+def comparison_rows(settings: ExperimentSettings, results: list[dict], replicates: Optional[int] = None,
+                    seed: int = 0) -> list[dict]:
+    """The ``comparisons.csv`` rows: every pair of methods at every condition.
+
+    For methods listed in the order of :func:`_methods_in`, each pair ``(a, b)`` with b listed
+    before a gives ``a - b`` in mean balanced accuracy over the runs both finished, its bootstrap
+    interval and p-value over runs and test cases (:func:`stats.paired_bootstrap`, one set of draws
+    for the whole experiment), and ``p_holm``: Holm-adjusted over the family of every row.
+
+    Args:
+        replicates: bootstrap replicates; default :func:`stats.replicates_for` the number of rows
+            (at least 2000, more for a large family, so that Holm's correction can reach alpha).
+        seed: seed of the draws.
+
+    Returns:
+        Dicts with ``COMPARISON_COLUMNS``, condition by condition; none for a pair without a shared run.
+    """
+    rows = run_rows(results)
+    methods = _methods_in(settings, rows)
+    finished = defaultdict(set)
+    for row in rows:
+        finished[row["condition"], row["method"]].add(int(row["run"]))
+    pairs = [(condition, a, b) for condition in _conditions_in(settings, rows) for i, a in enumerate(methods) for b in methods[:i]
+             if finished[condition, a] & finished[condition, b]]
+    draws = stats.BootstrapDraws(stats.replicates_for(len(pairs)) if replicates is None else replicates, seed)
+    num_classes = _num_classes(results)
+    found = []
+    for condition, method_a, method_b in pairs:
+        diff = stats.paired_bootstrap(results, method_a, method_b, condition, num_classes=num_classes, draws=draws)
+        counts = sorted(set(diff.cases_per_run))
+        found.append({
+            "experiment": settings.experiment, "condition": condition, "method_a": method_a, "method_b": method_b,
+            "mean_a": diff.mean_a, "mean_b": diff.mean_b, "difference": diff.difference,
+            "ci_low": diff.low, "ci_high": diff.high, "p": diff.p, "runs": diff.runs, "cases": diff.cases,
+            "cases_per_run": str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}",
+            "shared_cases": diff.shared_cases, "replicates": diff.replicates, "seed": seed,
+        })
+    for row, adjusted in zip(found, stats.holm([row["p"] for row in found])):
+        row["p_holm"] = float(adjusted)
+    return [{k: row[k] for k in COMPARISON_COLUMNS} for row in found]
+
+
+def _p_text(p: float, replicates: int) -> str:
+    floor = 1 / (replicates + 1)
+    return f"≤ {floor:.2g}" if p <= floor * (1 + 1e-9) else f"{p:.3g}"
+
+
+def _comparisons_section(settings: ExperimentSettings, comparisons: list[dict]) -> str:
+    title = "## Pairwise differences (bootstrap over runs and test cases, Holm-corrected)"
+    if not comparisons:
+        return f"{title}\n\nNo two methods have a finished run in common yet."
+    body = []
+    for row in comparisons:
+        cases = str(row["cases"]) if row["shared_cases"] else f"{row['cases_per_run']} per run, {row['cases']} distinct"
+        condition = row["condition"] if settings.experiment == "a" else subset_label(row["condition"])
+        body.append([
+            condition, f"{METHOD_LABELS[row['method_a']]} − {METHOD_LABELS[row['method_b']]}",
+            f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+            _p_text(row["p"], row["replicates"]), _p_text(row["p_holm"], row["replicates"]), str(row["runs"]), cases,
+        ])
+    header = ["Completeness" if settings.experiment == "a" else "Test modalities", "A − B", "BAcc difference [95 % CI]", "p",
+              "p (Holm)", "Runs", "Test cases"]
+    replicates = comparisons[0]["replicates"]
+    method = (
+        "Each row: mean balanced accuracy of A minus that of B over the runs where both finished, paired by run. The "
+        f"interval is the 2.5-97.5 % percentile interval of {replicates} bootstrap replicates (seed {comparisons[0]['seed']}), "
+        "each resampling the runs with replacement and the test cases with replacement: when every run was tested on the "
+        "same cases, one case draw serves every run and both methods, otherwise each run's cases are resampled within that "
+        "run. The interval thus covers both the spread between runs (split, missingness draw, seed) and the finite test "
+        "set, which the Wilcoxon marks above ignore. p: two-sided bootstrap p-value, 2 x the smaller share of replicates "
+        f"<= 0 or >= 0, at least 1/({replicates} + 1). p (Holm): Holm-Bonferroni step-down adjusted over the family of all "
+        f"{len(comparisons)} rows (every pair of methods at every condition of this experiment); a difference is "
+        f"significant at alpha {stats.ALPHA} when it is below {stats.ALPHA}. The replicates are at least "
+        f"{stats.BOOTSTRAP_REPLICATES} and at least 4 x rows / alpha, so that the smallest adjusted p the bootstrap can give, "
+        f"rows/(replicates + 1), stays below alpha/4. The rows are also in comparisons.csv."
+    )
+    return "\n".join([title, "", _markdown_table(header, body), "", method])
 
 
 def _tables_a(settings: ExperimentSettings, rows: list[dict]) -> str:
@@ -219,7 +327,7 @@ def cv_cap_text(results: list[dict]) -> str:
     if total == 0:
         return "no cross-validation finished yet"
     by_method = []
-    for method in METHOD_LABELS:
+    for method in dict.fromkeys(r["method"] for r in results):
         h, n = cv_cap_hits([r for r in results if r["method"] == method])
         if n:
             by_method.append(f"{METHOD_LABELS[method]} {h}/{n}")
@@ -256,7 +364,8 @@ def _diagnostics_lines(settings: ExperimentSettings, results: list[dict]) -> lis
     ]
 
 
-def summary_markdown(settings: ExperimentSettings, results: list[dict], context: dict) -> str:
+def summary_markdown(settings: ExperimentSettings, results: list[dict], context: dict,
+                     comparisons: Optional[list[dict]] = None) -> str:
     """The ``summary.md`` text.
 
     Args:
@@ -264,6 +373,8 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         results: task results (``run_task`` dicts).
         context: ``data`` (path or description), ``cohort`` (text), ``command``, ``wall_seconds`` and
             ``tasks_run`` (the last invocation's), all optional: shown in the settings section.
+        comparisons: :func:`comparison_rows` of the same results, when already computed (for
+            ``comparisons.csv``); computed here when None.
     """
     import torch
 
@@ -292,6 +403,8 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         "recall over the three survival classes; sensitivity, specificity and precision are means over the classes.",
         "",
     ]
+    if rows:
+        lines += [_comparisons_section(settings, comparison_rows(settings, results) if comparisons is None else comparisons), ""]
     lines += _diagnostics_lines(settings, results)
     lines += [
         "## Settings",

@@ -10,7 +10,16 @@ from hamfast.checks import check_memory, check_network_fits, cohort_memory, coun
 from hamfast.experiments.config import ExperimentSettings
 from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, write_text_atomic
 from hamfast.experiments.plots import write_plots
-from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
+from hamfast.experiments.report import (
+    COMPARISON_COLUMNS,
+    PREDICTION_COLUMNS,
+    RUN_COLUMNS,
+    comparison_rows,
+    prediction_rows,
+    run_rows,
+    summary_markdown,
+    write_csv,
+)
 from hamfast.experiments.runner import finished_tasks, pending_tasks, run_experiment
 from hamfast.experiments.tasks import Samples
 
@@ -78,7 +87,8 @@ def run_study(
     shard: Optional[tuple[int, int]] = None,
     estimate: bool = False,
 ) -> dict:
-    """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md`` and the plots.
+    """Run (or resume) an experiment and write ``runs.csv``, ``predictions.csv``, ``summary.md``,
+    ``comparisons.csv`` and the plots.
 
     Args:
         settings: the experiment.
@@ -158,9 +168,11 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         summary = (f"shard {shard[0]}/{shard[1]}: {len(results)} task files in {out / 'tasks'}; rerun the same command "
                    "without --shard (after every shard) to merge them and write the reports")
         return {"results": results, "summary": summary, "files": []}
-    files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]
+    files = [out / "runs.csv", out / "predictions.csv", out / "summary.md", out / "comparisons.csv"]
     write_csv(files[0], run_rows(results), RUN_COLUMNS)
     write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)
+    comparisons = comparison_rows(settings, results)
+    write_csv(files[3], comparisons, COMPARISON_COLUMNS)
     context = {
         "command": command,
         "data": str(data),
@@ -169,7 +181,7 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         "wall_seconds": time.perf_counter() - start,
         "tasks_run": len(results) - min(done_before, len(results)),
     }
-    summary = summary_markdown(settings, results, context)
+    summary = summary_markdown(settings, results, context, comparisons)
     write_text_atomic(files[2], summary)
     files += write_plots(settings, results, out)
     log.info("wrote %s", ", ".join(str(f) for f in files))
