@@ -52,6 +52,8 @@ __all__ = [
 
 METRICS = ("balanced_accuracy", "sensitivity", "specificity", "precision")
 METRIC_LABELS = {"balanced_accuracy": "BAcc", "sensitivity": "Sens", "specificity": "Spec", "precision": "Prec"}
+
+
 class _MethodLabels(dict):
     """Method name -> label; a variant ``base-rest`` of a known method reads ``Label-rest``
     (``ham-paper`` -> ``HAM-paper``), any other unknown name as it is."""
