@@ -462,6 +462,11 @@ def _cmd_prepare(args) -> int:
     no_signal = {m: n for m, n in counts.get("no_signal", {}).items() if n}
     if no_signal:
         print(f"modality files without signal, not used: {no_signal}")
+        dropped = cohort.report.get("no_signal", [])
+        for entry in dropped[:5]:
+            print(f"  case {entry['id']}: {entry['modality']} {entry['reason']}")
+        if len(dropped) > 5:
+            print(f"  ... and {len(dropped) - 5} more (the cache's report lists all, under no_signal)")
     if counts.get("unparsable_table_lines") or counts.get("notes"):
         print(f"{counts.get('unparsable_table_lines', 0)} unparsable survival table line(s), {counts.get('notes', 0)} "
               "note(s) (listed in the cache's report)")
@@ -601,19 +606,19 @@ def _cmd_predict(args) -> int:
     import inspect
 
     from hamfast.data import MODALITIES, load_case
-    from hamfast.data.naming import case_files
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device)
     reader = result.history["data"]["reader_settings"]
-    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index"}
-    image, available, index = load_case(args.case_dir, slice_index=args.slice_index,
+    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
+    dropped: dict = {}
+    image, available, index = load_case(args.case_dir, slice_index=args.slice_index, dropped=dropped,
                                          **{k: v for k, v in reader.items() if k in accepted})
     if not available.any():
         raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
     present = [m for m, here in zip(MODALITIES, available) if here]
-    unused = [m for m, here in zip(MODALITIES, available) if not here and m in case_files(args.case_dir)]
+    unused = [m for m in MODALITIES if m in dropped]
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
@@ -621,10 +626,11 @@ def _cmd_predict(args) -> int:
     ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
-        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused, "slice_index": int(index),
+        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
+                          "no_signal_reasons": dropped, "slice_index": int(index),
                           "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]}))
         return 0
-    not_used = f" (not used, no signal: {', '.join(unused)})" if unused else ""
+    not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
     print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
           f"model {result.config.method}")
     for name, span, p in zip(CLASS_NAMES, ranges, probs):
