@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
                    "use their largest tumour slice (default: such a case is an error)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
-                   help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: min-max)")
+                   help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: robust "
+                   "min-max: min-max with outlier voxels clipped, docs/data.md)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
