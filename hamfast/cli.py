@@ -236,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
              "Write a synthetic cohort in the BraTS2019 layout (HGG/LGG case folders with t1, t1ce, t2, flair and seg "
              "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
     p.add_argument("out", type=Path, help="folder to create")
-    p.add_argument("--cases", type=_positive_int, default=213, help="number of patients (BraTS2019 has 213 with survival)")
+    p.add_argument("--cases", type=_positive_int, default=213,
+                   help="patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at least 1) "
+                   "each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, 213 "
+                   "writes 222. At most 100000; an interrupted write resumes when rerun with the same arguments")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=DEFAULT_SHAPE, help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
@@ -261,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
                    "use their largest tumour slice (default: such a case is an error)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
-                   help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: min-max)")
+                   help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: robust "
+                   "min-max: min-max with outlier voxels clipped, docs/data.md)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
@@ -465,14 +469,22 @@ def _one_line(text: str, limit: int = 600) -> str:
 
 def _cmd_synth(args) -> int:
     from hamfast.data import make_synthetic_brats
+    from hamfast.data.synthetic import case_counts, estimate_bytes
 
     start = time.perf_counter()
     out = check_output_dir(args.out, "out")
     existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
+    counts = case_counts(args.cases)
+    folders = sum(counts.values())
+    if not existed:
+        log.info("writing %d case folders (%d with a survival label; %d censored, %d unparsable and %d without a "
+                 "survival row exercise the reader), at most %.3g GB", folders, counts["ok"], counts["censored"],
+                 counts["unparsable"], counts["no_row"], estimate_bytes(args.cases, tuple(args.shape)) / 1e9)
     root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
-                                signal=args.signal, private=args.private)
+                                signal=args.signal, private=args.private, progress=not args.quiet)
     verb = "reusing the" if existed else "wrote"
-    print(f"{verb} {args.cases} synthetic cases in {root} ({time.perf_counter() - start:.0f} s)")
+    print(f"{verb} {args.cases} synthetic cases with a survival label in {root}, {folders} case folders in all "
+          f"(+{folders - args.cases} that exercise the reader's report) ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -492,6 +504,11 @@ def _cmd_prepare(args) -> int:
     no_signal = {m: n for m, n in counts.get("no_signal", {}).items() if n}
     if no_signal:
         print(f"modality files without signal, not used: {no_signal}")
+        dropped = cohort.report.get("no_signal", [])
+        for entry in dropped[:5]:
+            print(f"  case {entry['id']}: {entry['modality']} {entry['reason']}")
+        if len(dropped) > 5:
+            print(f"  ... and {len(dropped) - 5} more (the cache's report lists all, under no_signal)")
     if counts.get("unparsable_table_lines") or counts.get("notes"):
         print(f"{counts.get('unparsable_table_lines', 0)} unparsable survival table line(s), {counts.get('notes', 0)} "
               "note(s) (listed in the cache's report)")
@@ -631,19 +648,19 @@ def _cmd_predict(args) -> int:
     import inspect
 
     from hamfast.data import MODALITIES, load_case
-    from hamfast.data.naming import case_files
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device)
     reader = result.history["data"]["reader_settings"]
-    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index"}
-    image, available, index = load_case(args.case_dir, slice_index=args.slice_index,
+    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
+    dropped: dict = {}
+    image, available, index = load_case(args.case_dir, slice_index=args.slice_index, dropped=dropped,
                                          **{k: v for k, v in reader.items() if k in accepted})
     if not available.any():
         raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
     present = [m for m, here in zip(MODALITIES, available) if here]
-    unused = [m for m, here in zip(MODALITIES, available) if not here and m in case_files(args.case_dir)]
+    unused = [m for m in MODALITIES if m in dropped]
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
@@ -651,10 +668,11 @@ def _cmd_predict(args) -> int:
     ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
-        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused, "slice_index": int(index),
+        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
+                          "no_signal_reasons": dropped, "slice_index": int(index),
                           "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]}))
         return 0
-    not_used = f" (not used, no signal: {', '.join(unused)})" if unused else ""
+    not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
     print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
           f"model {result.config.method}")
     for name, span, p in zip(CLASS_NAMES, ranges, probs):

@@ -119,13 +119,49 @@ def test_predict_says_which_modalities_were_used(cohort, tmp_path, capsys):
     with pytest.warns(UserWarning, match=r"^case P1: modality flair carries no signal \(P1_flair.nii.gz is all zero\); not used$"):
         assert cli.main(["predict", str(checkpoint), str(case), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "case P1: modalities used t1, t1ce, t2 (not used, no signal: flair), axial slice 1," in out
+    assert "case P1: modalities used t1, t1ce, t2 (not used, no signal: flair: all zero), axial slice 1," in out
     assert cli.main(["predict", str(checkpoint), str(case), "--json", "--device", "cpu", "-q"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["modalities"] == ["t1", "t1ce", "t2"] and answer["no_signal"] == ["flair"]
+    assert answer["no_signal_reasons"] == {"flair": "all zero"}
 
 
-@pytest.mark.parametrize("problem", ["crc", "background_slice", "all_zero", "huge"])
+def test_predict_says_why_a_nearly_empty_modality_was_dropped(cohort, tmp_path, capsys):
+    """A t2 zero but for one voxel used to count as present (issue 18)."""
+    root, _, checkpoint = cohort
+    case = copy_case(root, "P1", tmp_path)
+    spike = np.zeros(SHAPE, np.int16)
+    spike[10, 10, 4] = 30000
+    nib.save(nib.Nifti1Image(spike, np.eye(4)), str(case / "P1_t2.nii.gz"))
+    assert cli.main(["predict", str(checkpoint), str(case), "--device", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "modalities used t1, t1ce, flair (not used, no signal: t2: non-zero in 1 voxel(s) only, fewer than" in out
+
+
+def test_prepare_lists_each_dropped_modality_with_its_reason(tmp_path, capsys):
+    root = tmp_path / "root"
+    for i in range(3):
+        write_case(root / f"P{i}", seed=i, override={"t1": np.zeros(SHAPE, np.int16)} if i == 1 else None)
+    (root / "survival_data.csv").write_text("BraTS19ID,Age,Survival\nP0,50,100\nP1,50,400\nP2,50,600\n")
+    assert cli.main(["prepare", str(root), "--cache", str(tmp_path / "c"), "--slice-policy", "largest_brain", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "modality files without signal, not used: {'t1': 1}\n  case P1: t1 all zero\n" in out
+
+
+def test_prepare_skips_an_rgb_case_with_its_reason(tmp_path, capsys):
+    root = tmp_path / "root"
+    for i in range(3):
+        write_case(root / f"P{i}", seed=i)
+    rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(root / "P1" / "P1_t2.nii.gz"))
+    (root / "survival_data.csv").write_text("BraTS19ID,Age,Survival\nP0,50,100\nP1,50,400\nP2,50,600\n")
+    assert cli.main(["prepare", str(root), "--cache", str(tmp_path / "c"), "--slice-policy", "largest_brain",
+                     "--on-error", "skip", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "cohort: 2 cases" in out and "skipped 1 case(s): {'not_intensity': 1}" in out
+
+
+@pytest.mark.parametrize("problem", ["crc", "background_slice", "all_zero", "huge", "rgb", "nan"])
 def test_predict_refuses_bad_input_in_one_line(cohort, tmp_path, capsys, problem):
     root, _, checkpoint = cohort
     case = copy_case(root, "P2", tmp_path)
@@ -141,11 +177,21 @@ def test_predict_refuses_bad_input_in_one_line(cohort, tmp_path, capsys, problem
     elif problem == "all_zero":
         for m in MODALITIES:
             nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.int16), np.eye(4)), str(case / f"P2_{m}.nii.gz"))
-        expected = f"case P2: every modality file is all zero or constant (t1, t1ce, t2, flair) ({case})"
+        expected = f"case P2: no modality file carries signal (t1, t1ce, t2, flair: t1 all zero; t1ce all zero; t2 all " \
+                   f"zero; flair all zero) ({case})"
+    elif problem == "rgb":
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]), np.eye(4)),
+                 str(case / "P2_t2.nii.gz"))
+        expected = f"case P2: voxels are RGB colour, not scalar intensities; convert the file to a grey-scale (integer " \
+                   f"or float) NIfTI ({case / 'P2_t2.nii.gz'})"
+    elif problem == "nan":
+        volume = np.full(SHAPE, np.nan, np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(case / "P2_t2.nii.gz"))
+        expected = f"case P2: t2: {volume.size} NaN or infinite voxels ({case / 'P2_t2.nii.gz'})"
     else:
         volume = np.full(SHAPE, 1e300)
         nib.save(nib.Nifti1Image(volume, np.eye(4)), str(case / "P2_t2.nii.gz"))
-        expected = f"case P2: voxel values up to 1e+300 (beyond +-1e+10): the file is corrupt or wrongly scaled " \
+        expected = f"case P2: t2: voxel values up to 1e+300 (beyond +-1e+10): the file is corrupt or wrongly scaled " \
                    f"({case / 'P2_t2.nii.gz'})"
     assert cli.main(["predict", str(checkpoint), str(case), *extra, "--device", "cpu", "-q"]) == 2
     captured = capsys.readouterr()

@@ -5,6 +5,7 @@ Every case is made up: 20 x 24 x 10 int16 volumes with a noisy box-shaped brain 
 (slices 0, 8 and 9 are background) and a seg whose largest tumour slice is 5.
 """
 import csv
+import json
 import os
 import warnings
 
@@ -140,7 +141,7 @@ def test_non_finite_and_absurd_voxels_are_refused(tmp_path, value, reason):
 def test_all_zero_image_is_refused(tmp_path):
     zero = np.zeros(SHAPE, np.int16)
     folder = write_case(tmp_path / "P", override={m: zero for m in MODALITIES})
-    with pytest.raises(CaseError, match="every modality file is all zero or constant") as info:
+    with pytest.raises(CaseError, match="no modality file carries signal.*t1 all zero; t1ce all zero") as info:
         load_case(folder)
     assert info.value.reason == "no_signal" and "case P" in one_line(info)
 
@@ -414,3 +415,175 @@ def test_one_cache_per_cohort_whatever_on_error(tmp_path, monkeypatch):
     with pytest.raises(CaseError, match="damaged gzip data") as info:  # raise asked: the cache does not hide the file
         prepare_brats(root, cache_dir=cache, size=32)
     assert info.value.path == root / "P01" / "P01_flair.nii.gz"
+
+
+# --- issue 18: untrustworthy voxels, geometry, caches --------------------------------------------
+
+
+def test_nan_voxels_are_refused_naming_case_and_modality(tmp_path):
+    flair = volumes()[0]["flair"].astype(np.float32)
+    flair[5, 5, 5] = np.nan
+    folder = write_case(tmp_path / "P", override={"flair": flair})
+    with pytest.raises(CaseError, match=r"case P: flair: 1 NaN or infinite voxels") as info:
+        load_case(folder)
+    assert info.value.reason == "non_finite"
+
+
+def test_a_spike_voxel_does_not_change_the_slice(tmp_path):
+    """A 30000 spike in an int16 brain of 50..400 used to squash the modality to ~0 (min-max)."""
+    images, _ = volumes()
+    clean, _, _ = load_case(write_case(tmp_path / "A"))
+    spiked = images["t2"].copy()
+    spiked[10, 10, TUMOUR_SLICE] = 30000
+    image, available, _ = load_case(write_case(tmp_path / "B", override={"t2": spiked}))
+    assert available.all()
+    changed = image != clean
+    assert changed.sum() == 1 and image[changed][0] == 1.0  # only the spike pixel, clipped to 1
+
+
+def test_a_volume_zero_but_for_a_few_voxels_is_absent_and_reported(tmp_path):
+    nearly_empty = np.zeros(SHAPE, np.int16)
+    nearly_empty[10, 10, TUMOUR_SLICE] = 500
+    for i, case in enumerate("ABC"):
+        write_case(tmp_path / case, seed=i, override={"t1ce": nearly_empty} if case == "B" else None)
+    write_table(tmp_path / "survival_data.csv", [["A", "50", "100", ""], ["B", "50", "400", ""], ["C", "50", "600", ""]])
+    with pytest.warns(UserWarning, match="case B: modality t1ce carries no signal .*non-zero in 1 voxel"):
+        image, available, _ = load_case(tmp_path / "B")
+    assert not available[1] and not image[1].any()
+    cohort, _ = caught(lambda: prepare_brats(tmp_path))
+    assert cohort.available[:, 1].tolist() == [True, False, True]
+    assert cohort.report["counts"]["no_signal"]["t1ce"] == 1
+    (entry,) = cohort.report["no_signal"]
+    assert entry["id"] == "B" and entry["modality"] == "t1ce" and "non-zero in 1 voxel" in entry["reason"]
+
+
+def test_a_modality_with_little_signal_in_the_slice_is_absent(tmp_path):
+    images, _ = volumes()
+    sparse = images["t2"].copy()
+    sparse[..., TUMOUR_SLICE] = 0
+    sparse[10, 10, TUMOUR_SLICE] = 300  # one bright pixel in the chosen slice: no modality there
+    with pytest.warns(UserWarning, match="modality t2 carries no signal in axial slice 5 .non-zero in 1 of"):
+        image, available, _ = load_case(write_case(tmp_path / "P", override={"t2": sparse}))
+    assert available.tolist() == [True, True, False, True] and not image[2].any()
+
+
+def test_a_modality_stored_flipped_with_its_affine_is_aligned(tmp_path):
+    images, seg = volumes()
+    images["t1"][5:9, 6:9, :] += 2000  # an asymmetric landmark, so a mirrored t1 would differ
+    reference = tmp_path / "A"
+    reference.mkdir()
+    for role, array in {**images, "seg": seg}.items():
+        save(array, reference / f"A_{role}.nii.gz")
+    expected, _, index = load_case(reference)
+    flipped = tmp_path / "B"
+    flipped.mkdir()
+    for role, array in {**images, "seg": seg}.items():
+        affine = np.eye(4)
+        if role in ("t1", "seg"):  # stored with the first two axes reversed, the affine saying so
+            array = array[::-1, ::-1]
+            affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+            affine[:2, 3] = [SHAPE[0] - 1, SHAPE[1] - 1]
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array), affine), str(flipped / f"B_{role}.nii.gz"))
+    image, _, flipped_index = load_case(flipped)
+    assert flipped_index == index
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_another_grid_is_refused_naming_the_file(tmp_path):
+    folder = write_case(tmp_path / "P")
+    images, _ = volumes()
+    nib.save(nib.Nifti1Image(images["t2"], np.diag([2.0, 2.0, 2.0, 1.0])), str(folder / "P_t2.nii.gz"))
+    with pytest.raises(CaseError, match="lies on another voxel grid than P_t1.nii.gz") as info:
+        load_case(folder)
+    assert info.value.reason == "grid_mismatch" and info.value.path == folder / "P_t2.nii.gz"
+    one_line(info)
+
+
+def test_a_tumour_outside_the_brain_is_refused(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[0:3, 0:3, 8] = 1  # background corner: no modality is non-zero there
+    folder = write_case(tmp_path / "P", override={"seg": seg})
+    with pytest.raises(CaseError, match="9 of its 9 tumour voxels lie outside the brain") as info:
+        load_case(folder)
+    assert info.value.reason == "tumour_outside_brain" and info.value.path == folder / "P_seg.nii.gz"
+
+
+def test_rgb_nifti_is_refused_in_one_line_and_skipped_by_prepare(tmp_path):
+    rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for i, case in enumerate("ABC"):
+        write_case(tmp_path / case, seed=i, override={"t2": rgb} if case == "B" else None)
+    write_table(tmp_path / "survival_data.csv", [["A", "50", "100", ""], ["B", "50", "400", ""], ["C", "50", "600", ""]])
+    with pytest.raises(CaseError, match="voxels are RGB colour, not scalar intensities") as info:
+        load_case(tmp_path / "B")
+    assert info.value.reason == "not_intensity"
+    one_line(info)
+    cohort, _ = caught(lambda: prepare_brats(tmp_path, on_error="skip"))
+    assert cohort.ids == ["A", "C"] and cohort.report["skipped"][0]["reason"] == "not_intensity"
+
+
+def test_gzip_bomb_is_refused_with_bounded_memory(tmp_path):
+    import gzip
+    import tracemalloc
+    import zlib
+
+    header = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4)).to_bytes()  # announces 1 KiB of voxels
+    path = tmp_path / "P" / "P_t1.nii.gz"
+    path.parent.mkdir()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(2**20)
+    with open(path, "wb") as handle:  # ~1 MB of gzip inflating to 1 GiB
+        handle.write(compressor.compress(header))
+        for _ in range(1024):
+            handle.write(compressor.compress(block))
+        handle.write(compressor.flush())
+    assert path.stat().st_size < 2 * 2**20 and gzip.GzipFile  # the bomb is small on disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(CaseError, match="decompresses to more than the .* bytes its header announces") as info:
+            read_volume(path, "P")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.reason == "too_large" and peak < 100 * 2**20, peak
+
+
+def test_a_header_announcing_a_huge_volume_is_refused_before_reading(tmp_path):
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    image.header.set_data_shape((2048, 2048, 2048))
+    path = tmp_path / "huge.nii"
+    path.write_bytes(image.header.binaryblock + b"\0" * 4)
+    with pytest.raises(CaseError, match="header announces 32768 MiB of voxels") as info:
+        read_volume(path, "X")
+    assert info.value.reason == "too_large"
+
+
+def test_cohort_with_nan_pixels_is_refused_at_load_naming_case_and_modality(tmp_path):
+    root = cohort_root(tmp_path / "root", 3)
+    cohort = prepare_brats(root, size=32)
+    cohort.images[1, 2, 5, 5] = np.nan
+    cohort.save(tmp_path / "c")
+    with pytest.raises(ValueError, match="case P01, modality t2 has NaN or infinite pixels"):
+        open_cohort(tmp_path / "c.npz")
+
+
+def test_hand_edited_manifest_is_refused(tmp_path):
+    root = cohort_root(tmp_path / "root", 3)
+    cache = tmp_path / "cache"
+    prepare_brats(root, cache_dir=cache, size=32)
+    manifest_path = next(cache.glob("*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["settings"]["size"] = 96
+    manifest["image_shape"] = [4, 96, 96]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="disagrees with .*npz on image_shape, settings") as info:
+        open_cohort(cache)
+    one_line(info)
+
+
+def test_truncated_cohort_file_is_refused_in_one_line(tmp_path):
+    root = cohort_root(tmp_path / "root", 3)
+    npz = prepare_brats(root, size=32).save(tmp_path / "c")
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(ValueError, match="is damaged or truncated") as info:
+        open_cohort(npz)
+    one_line(info)

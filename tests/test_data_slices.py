@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hamfast.data.naming import MODALITIES, case_files
-from hamfast.data.slices import largest_area_slice, normalise, pad_to, percentile_bounds, resize, to_square
+from hamfast.data.slices import intensity_bounds, largest_area_slice, normalise, pad_to, percentile_bounds, resize, to_square
 
 
 @pytest.mark.parametrize(
@@ -44,14 +44,18 @@ def test_normalise_min_max_over_the_brain_and_zero_background():
     np.testing.assert_allclose(out, [[0, 0, 0], [0, 0, 1], [0, 0.5, 0]])
 
 
-def test_normalise_percentile_clips_outliers():
+@pytest.mark.parametrize("spike", [10_000, 9e9, -10_000])
+def test_one_outlier_cannot_collapse_the_scale(spike):
+    """Issue 18: plain min-max squashed the brain to ~0 under one spike voxel; the default is robust."""
     rng = np.random.default_rng(0)
     image = rng.normal(100, 10, (32, 32))
-    image[0, 0] = 10_000  # one outlier
+    clean = normalise(image, np.ones_like(image, dtype=bool))
+    image[0, 0] = spike
     mask = np.ones_like(image, dtype=bool)
     plain, clipped = normalise(image, mask), normalise(image, mask, percentile=99)
     assert plain.min() == 0 and plain.max() == 1 and clipped.min() == 0 and clipped.max() == 1
-    assert np.median(plain) < 0.05 < 0.3 < np.median(clipped)  # the outlier squeezes min-max only
+    assert 0.3 < np.median(plain) < 0.7 and 0.3 < np.median(clipped)
+    np.testing.assert_array_equal(plain.ravel()[1:], clean.ravel()[1:])  # the spike is clipped, nothing else moves
     assert normalise(np.full((4, 4), 7.0), np.ones((4, 4), bool)).max() == 0  # constant: zeros
 
 
@@ -59,6 +63,16 @@ def test_normalise_percentile_clips_outliers():
 def test_percentile_bounds_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="percentile"):
         percentile_bounds(bad)
+
+
+def test_robust_bounds_keep_a_bright_connected_tail_and_cut_a_spike_cluster():
+    rng = np.random.default_rng(1)
+    brain = rng.normal(500, 20, 4000)
+    rim = np.linspace(600, 1200, 15)  # a small enhancing structure, bright but reached without a wide gap
+    assert intensity_bounds(np.concatenate([brain, rim]))[1] == 1200
+    spikes = np.full(3, 30_000.0)  # three identical spikes: no gap between them, a wide one below them
+    assert intensity_bounds(np.concatenate([brain, rim, spikes]))[1] == 1200
+    assert intensity_bounds(np.array([-10.0, 30, 10])) == (-10, 30)  # a tiny brain: plain min-max
 
 
 def test_percentile_bounds_forms():

@@ -155,3 +155,60 @@ def test_signal_zero_unlinks_survival_from_the_images():
     z, days = zip(*(case_traits(4, i, np.random.default_rng([4, i]), 0.0, 0.5) for i in range(2000)))
     corr = np.corrcoef(np.c_[np.array(z), np.log(days)].T)[-1, :-1]
     assert np.abs(corr).max() < 0.08
+
+
+def test_an_interrupted_write_resumes_to_the_same_cohort(tmp_path, monkeypatch):
+    """Issue 18: a rerun after Ctrl-C was refused (the folder was not empty)."""
+    import hamfast.data.synthetic as synthetic
+
+    whole = make_synthetic_brats(tmp_path / "whole", n_cases=6, shape=SHAPE, seed=3)
+    render, calls = synthetic.render_case, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_brats(tmp_path / "cut", n_cases=6, shape=SHAPE, seed=3)
+    monkeypatch.undo()
+    data = tmp_path / "cut" / TRAINING_DIR
+    assert not (data / "survival_data.csv").exists() and not (data / "hamfast_synthetic.json").exists()
+    resumed = make_synthetic_brats(tmp_path / "cut", n_cases=6, shape=SHAPE, seed=3)
+    assert not (data / synthetic.PARTIAL).exists()
+    for name in ("survival_data.csv",):
+        assert (resumed / TRAINING_DIR / name).read_text() == (whole / TRAINING_DIR / name).read_text()
+    cases = sorted(p.relative_to(whole) for p in whole.rglob("*.nii.gz"))
+    assert cases == sorted(p.relative_to(resumed) for p in resumed.rglob("*.nii.gz")) and len(cases) == 5 * 9
+    for path in cases:
+        np.testing.assert_array_equal(np.asarray(nib.load(resumed / path).dataobj), np.asarray(nib.load(whole / path).dataobj))
+    with pytest.raises(FileExistsError):  # other arguments over an unfinished write: still refused
+        (data / synthetic.PARTIAL).mkdir()
+        (data / synthetic.PARTIAL / "arguments.json").write_text("{}")
+        (data / "hamfast_synthetic.json").unlink()
+        make_synthetic_brats(tmp_path / "cut", n_cases=7, shape=SHAPE, seed=3)
+
+
+def test_too_many_cases_or_too_little_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import hamfast.data.synthetic as synthetic
+
+    with pytest.raises(ValueError, match="n_cases 100000000 is beyond the limit of 100000 synthetic cases"):
+        make_synthetic_brats(tmp_path / "many", n_cases=10**8)
+    monkeypatch.setattr(synthetic, "_free_bytes", lambda folder: 10**6)
+    with pytest.raises(ValueError, match="40 synthetic cases need up to .* GB; .* has 0.001 GB free"):
+        make_synthetic_brats(tmp_path / "full", n_cases=40, shape=SHAPE)
+    assert not (tmp_path / "many").exists() and not (tmp_path / "full" / TRAINING_DIR / synthetic.PARTIAL).exists()
+
+
+def test_synth_command_says_how_many_folders_and_why(tmp_path, capsys):
+    from hamfast import cli
+
+    assert cli.main(["synth", str(tmp_path / "s"), "--cases", "40", "--shape", "64", "64", "8", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 40 synthetic cases with a survival label in" in out and "43 case folders in all (+3 that" in out
+    folders = [p for p in (tmp_path / "s" / TRAINING_DIR).glob("*/*") if p.is_dir()]
+    assert len(folders) == 43
+    assert cli.main(["synth", str(tmp_path / "t"), "--cases", "100000000", "-q"]) == 2
+    assert "beyond the limit of 100000" in capsys.readouterr().err and not (tmp_path / "t").exists()

@@ -39,6 +39,9 @@ GRADE_DIRS = ("HGG", "LGG")
 ON_ERROR = ("raise", "skip")
 _TABLE_REASONS = ("no_survival_row", "unparsable_row", "unparsable_survival", "censored")  # skips on_error has no say in
 _NOT_SETTINGS = ("cache_dir", "progress")
+# Part of a cache's key: bumped when the reader's output for the same files and settings changes
+# (2: orientation from the affine, robust min-max, the signal rule), so an older cache is not reused.
+READER_VERSION = 2
 
 
 def _has_nifti(folder: Path) -> bool:
@@ -140,9 +143,10 @@ def prepare_brats(
     """Read a BraTS-layout cohort into one axial slice per patient.
 
     Per case: the axial slice with the largest tumour area (segmentation > 0); each modality with
-    signal min-max scaled to [0, 1] over the brain; cropped to the brain's bounding box, padded to a
+    signal scaled to [0, 1] over the brain by robust min-max (outliers clipped); cropped to the brain's bounding box, padded to a
     square and resized (see ``hamfast.data.case.read_case``). A missing modality file, or one that
-    carries no signal (all zero or constant, in the volume or over the brain of the slice), sets that
+    carries no signal (constant or nearly empty, in the volume or over the brain of the slice; the
+    rule: ``hamfast.data.case.SIGNAL_SHARE``), sets that
     modality's availability to False and its channel to zeros (the latter with a warning).
 
     The survival table and every case folder's file list are checked before any NIfTI file is read,
@@ -161,7 +165,7 @@ def prepare_brats(
             bound; their ids are listed in ``report["censored_kept"]``). Default: skip and count them.
         slice_policy: for cases without a segmentation (or an empty one): an axial index (int) or
             ``"largest_brain"``. None: such a case is an error.
-        percentile: None for min-max, or percentile clipping before scaling (``p`` means ``(100-p, p)``).
+        percentile: None for robust min-max, or percentile clipping before scaling (``p`` means ``(100-p, p)``).
         crop: crop to the brain's bounding box.
         on_error: ``"raise"``: an unreadable case (no modality, an unreadable, damaged (gzip CRC) or
             non-3-D file, shape mismatch, NaN/infinite/absurd values, no modality with signal, a slice
@@ -181,8 +185,9 @@ def prepare_brats(
         ``censored``, ``unparsable_survival`` or a ``CaseError.reason``), ``censored_kept`` and
         ``survival_rows_without_images`` (ids), ``unparsable_table_lines`` (``{"line", "reason",
         "text"}``), ``table_encoding``, ``notes`` (``{"id", "message"}``: files left unused,
-        modalities without signal, slices with little brain) and ``cache`` (path, whether it was
-        loaded). Unparsable table lines, survival cells and every note also raise a warning.
+        modalities without signal, slices with little brain, tumour voxels outside the brain),
+        ``no_signal`` (one ``{"id", "modality", "reason"}`` per modality file present but not used)
+        and ``cache`` (path, whether it was loaded). Unparsable table lines, survival cells and every note also raise a warning.
     """
     settings = reader_settings(size, survival_thresholds, include_censored, slice_policy, percentile, crop, on_error)
     data_root, table_path, case_dirs = find_layout(root)
@@ -195,7 +200,8 @@ def prepare_brats(
     cache_path = None
     if cache_dir is not None:
         # on_error is not part of the key: it changes what happens to a bad case, not what a kept case looks like
-        identity = {"settings": {k: v for k, v in settings.items() if k != "on_error"}, "source": source}
+        identity = {"settings": {k: v for k, v in settings.items() if k != "on_error"}, "source": source,
+                    "reader": READER_VERSION}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         cache_path = Path(cache_dir).expanduser() / f"brats_{key[:20]}"
         if cohort_paths(cache_path)[0].is_file():
@@ -297,7 +303,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
     if lost and raise_errors:
         raise ValueError(f"{lost}, or pass on_error='skip' (hamfast prepare --on-error skip) to go on without them")
 
-    ids, images, available, indices, rows, notes, no_signal = [], [], [], [], [], [], []
+    ids, images, available, indices, rows, notes, no_signal, dropped = [], [], [], [], [], [], [], []
     iterator = to_read
     if progress:
         from tqdm import tqdm
@@ -306,10 +312,11 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
     for case_dir, row, folder in iterator:
         case = case_dir.name
         case_notes: list[str] = []
+        case_dropped: dict = {}
         try:
             image, mask, index = read_case(
                 case_dir, slice_policy=settings["slice_policy"], percentile=settings["percentile"], crop=settings["crop"],
-                notes=case_notes,
+                notes=case_notes, dropped=case_dropped,
             )
         except CaseError as exc:
             skip_or_raise(exc)
@@ -318,6 +325,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
             notes.extend({"id": case, "message": message} for message in case_notes)
         if row.status == "censored":
             censored_kept.append(case)
+        dropped.extend({"id": case, "modality": m, "reason": why} for m, why in case_dropped.items())
         ids.append(case)
         images.append(image if settings["size"] is None else resize(image, settings["size"]))
         available.append(mask)
@@ -357,6 +365,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
         "unparsable_table_lines": [{"line": line, "reason": reason, "text": text} for line, reason, text in table.bad_lines],
         "table_encoding": table.encoding,
         "notes": notes,
+        "no_signal": dropped,
     }
     return Cohort(
         images=np.stack(images),

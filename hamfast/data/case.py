@@ -14,19 +14,30 @@ from hamfast.data.slices import (
     SLICE_POLICIES,
     Percentile,
     brain_mask,
+    intensity_bounds,
     largest_area_slice,
     normalise,
     percentile_bounds,
     resize,
     to_square,
 )
-from hamfast.data.volumes import CaseError, read_volume, value_range
+from hamfast.data.volumes import CaseError, Volume, read_volume, value_range
 
-__all__ = ["SliceChoice", "LITTLE_BRAIN", "check_slice_choice", "check_size", "scan_case", "read_case", "load_case"]
+__all__ = ["SliceChoice", "LITTLE_BRAIN", "SIGNAL_SHARE", "MIN_SIGNAL_VOXELS", "TUMOUR_OUTSIDE_LIMIT", "check_slice_choice", "check_size", "scan_case", "read_case", "load_case"]
 
 SliceChoice = Union[None, int, str]
 # A chosen slice with less brain than this share of the largest brain slice gets a warning.
 LITTLE_BRAIN = 0.25
+# The signal rule: a modality carries signal if its volume is not constant and at least
+# MIN_SIGNAL_VOXELS voxels and SIGNAL_SHARE of the brain (voxels non-zero in any modality) are
+# non-zero in it; in the chosen slice, at least SIGNAL_SHARE of the brain's pixels, with contrast.
+SIGNAL_SHARE = 0.1
+MIN_SIGNAL_VOXELS = 100
+# A tumour label with more than this share of its voxels outside the brain is refused (a
+# segmentation of another patient or another grid); with any voxel outside, a note.
+TUMOUR_OUTSIDE_LIMIT = 0.5
+# Grids whose corners lie farther apart than this share of the smallest voxel side differ.
+GRID_TOLERANCE = 0.5
 _POLICY_HINT = "slice_policy (hamfast prepare --slice-policy)"
 _INDEX_HINT = "slice_index (hamfast predict --slice-index)"
 
@@ -99,6 +110,44 @@ def _constant(values: np.ndarray) -> bool:
     return values.size == 0 or values.min() == values.max()
 
 
+def _no_contrast(values: np.ndarray, percentile: Percentile) -> bool:
+    """Whether a modality's brain ``values`` (1-D) give no scale: empty, or ``high <= low``."""
+    if values.size == 0:
+        return True
+    low, high = intensity_bounds(values, percentile)
+    return high <= low
+
+
+def _check_grid(case: str, reference: tuple[str, Volume, Path], role: str, volume: Volume, path: Path) -> None:
+    """Refuse ``volume`` unless it lies on ``reference``'s voxel grid (same shape, corners within
+    ``GRID_TOLERANCE`` of a voxel); both are in ``ORIENTATION`` already."""
+    ref_role, ref, ref_path = reference
+    if volume.array.shape != ref.array.shape:
+        raise CaseError(case, path, "shape_mismatch", f"shape {volume.array.shape} differs from {ref_path.name}'s "
+                        f"{ref.array.shape} (after both are turned to one orientation)")
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in ref.array.shape], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    apart = float(np.linalg.norm((volume.affine - ref.affine) @ corners, axis=0).max())
+    voxel = float(np.linalg.norm(ref.affine[:3, :3], axis=0).min())
+    if apart > GRID_TOLERANCE * voxel:
+        raise CaseError(case, path, "grid_mismatch", f"lies on another voxel grid than {ref_path.name} (corners up to "
+                        f"{apart:.3g} mm apart; voxel {voxel:.3g} mm): resample it onto the {ref_role} grid first "
+                        "(hamfast does not resample)")
+
+
+def _signal_problem(volume: np.ndarray, brain_voxels: int) -> Optional[str]:
+    """Why a modality's volume carries no signal (see ``SIGNAL_SHARE``), or None if it does."""
+    low, high = value_range(volume)
+    if low == high:
+        return "all zero" if low == 0 else f"constant ({low:g})"
+    nonzero = int(np.count_nonzero(volume))
+    needed = max(MIN_SIGNAL_VOXELS, int(np.ceil(SIGNAL_SHARE * brain_voxels)))
+    if nonzero < needed:
+        return (f"non-zero in {nonzero} voxel(s) only, fewer than {needed} ({100 * SIGNAL_SHARE:.0f} % of the "
+                f"{brain_voxels} brain voxels, at least {MIN_SIGNAL_VOXELS})")
+    return None
+
+
 def read_case(
     case_dir: Path,
     *,
@@ -107,23 +156,30 @@ def read_case(
     percentile: Percentile = None,
     crop: bool = True,
     notes: Optional[list] = None,
+    dropped: Optional[dict] = None,
     choice_hint: str = _POLICY_HINT,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One case's normalised axial slice stack at native resolution, squared (not resized).
 
     The slice is ``slice_index`` if given (an int or ``"largest_brain"``), else the slice with the
     largest tumour area (segmentation > 0), else ``slice_policy`` (for cases without a usable
-    segmentation). Each modality with signal is scaled to [0, 1] over the brain (pixels non-zero in
-    any such modality; background 0), then the stack is cropped to the brain's bounding box
-    (``crop``) and zero-padded to a square.
+    segmentation). Every file is first turned to one orientation (``volumes.ORIENTATION``, from its
+    affine) and must lie on the first modality's voxel grid. Each modality with signal is scaled to
+    [0, 1] over the brain (pixels non-zero in any such modality; background 0) by robust min-max
+    (``slices.intensity_bounds``), then the stack is cropped to the brain's bounding box (``crop``)
+    and zero-padded to a square.
 
     A modality carries no signal, and is marked unavailable (its channel zero) with a note, when its
-    file is all zero or constant, or when it is constant over the brain in the chosen slice: the
-    model is never told that a modality is there when it holds nothing.
+    file is constant or non-zero in too few voxels (``SIGNAL_SHARE`` of the brain, at least
+    ``MIN_SIGNAL_VOXELS``), or when, in the chosen slice, it has no contrast over the brain or is
+    non-zero in less than ``SIGNAL_SHARE`` of its pixels: the model is never told that a modality
+    is there when it holds nothing. A tumour label mostly outside the brain is refused.
 
     Args:
         notes: a list that receives one line (naming the case) per thing worth a warning: files in
-            the folder left unused, modalities without signal, a slice with little brain.
+            the folder left unused, modalities without signal, a slice with little brain, tumour
+            voxels outside the brain.
+        dropped: a dict that receives, per modality file present but not used, the reason.
         choice_hint: how the slice option is called for the caller, quoted in errors.
 
     Returns:
@@ -131,12 +187,14 @@ def read_case(
         the slice index (int, along the volume's last axis).
 
     Raises:
-        CaseError: no modality file, an unreadable, damaged or non-3-D file, shape mismatch, NaN,
+        CaseError: no modality file, an unreadable, damaged, too large, non-3-D or non-intensity
+            file, a degenerate affine, another voxel grid or shape, a tumour outside the brain, NaN,
             infinite or absurd values, no modality with signal, no usable segmentation without a
             slice choice, slice index out of range, a slice without brain (the message names the file
             or the folder and the slice).
     """
     notes = [] if notes is None else notes
+    dropped = {} if dropped is None else dropped
     case_dir = Path(os.path.abspath(Path(case_dir).expanduser()))  # absolute, so "." has a name; symlinks keep theirs
     case = case_dir.name
     folder = scan_case(case_dir, slice_choice_given=slice_index is not None or slice_policy is not None,
@@ -144,50 +202,76 @@ def read_case(
     notes.extend(f"case {case}: {note}" for note in folder.notes)
     files = folder.files
     present = [m for m in MODALITIES if m in files]
-    volumes = {m: read_volume(files[m], case) for m in present}
-    seg = read_volume(files[SEGMENTATION], case) if SEGMENTATION in files else None
-    first = present[0]
-    shape = volumes[first].shape
-    for role, volume in list(volumes.items())[1:] + ([(SEGMENTATION, seg)] if seg is not None else []):
-        if volume.shape != shape:
-            message = f"shape {volume.shape} differs from {files[first].name}'s {shape}"
-            raise CaseError(case, files[role], "shape_mismatch", message)
+    read = {m: read_volume(files[m], case, m) for m in present}
+    seg = read_volume(files[SEGMENTATION], case, SEGMENTATION) if SEGMENTATION in files else None
+    reference = (present[0], read[present[0]], files[present[0]])
+    for role, volume in list(read.items())[1:] + ([(SEGMENTATION, seg)] if seg is not None else []):
+        _check_grid(case, reference, role, volume, files[role])
+    volumes = {m: read[m].array for m in present}
+    seg = None if seg is None else seg.array
+    shape = volumes[present[0]].shape
 
+    varying = [m for m in present if not value_range(volumes[m])[0] == value_range(volumes[m])[1]]
+    brain = np.zeros(shape, dtype=bool)
+    for m in varying:
+        brain |= volumes[m] != 0  # in place: np.logical_or.reduce over a list would stack the volumes first
+    brain_voxels = int(np.count_nonzero(brain))
     signal = []
     for m in present:
-        low, high = value_range(volumes[m])
-        if low == high:
-            what = "all zero" if low == 0 else f"constant ({low:g})"
-            notes.append(f"case {case}: modality {m} carries no signal ({files[m].name} is {what}); not used")
-        else:
+        problem = _signal_problem(volumes[m], brain_voxels)
+        if problem is None:
             signal.append(m)
+        else:
+            notes.append(f"case {case}: modality {m} carries no signal ({files[m].name} is {problem}); not used")
+            dropped[m] = problem
     if not signal:
-        raise CaseError(case, case_dir, "no_signal", f"every modality file is all zero or constant ({', '.join(present)})")
-    brain = volumes[signal[0]] != 0
-    for m in signal[1:]:
-        brain |= volumes[m] != 0  # in place: np.logical_or.reduce over a list would stack the volumes first
+        raise CaseError(case, case_dir, "no_signal", f"no modality file carries signal ({', '.join(present)}: "
+                        f"{'; '.join(f'{m} {dropped[m]}' for m in present)})")
+    if len(signal) < len(varying):
+        brain = volumes[signal[0]] != 0
+        for m in signal[1:]:
+            brain |= volumes[m] != 0
     area = np.count_nonzero(brain, axis=(0, 1))  # int [Z], brain pixels per axial slice
+    if seg is not None and (seg > 0).any():
+        tumour = int(np.count_nonzero(seg > 0))
+        outside = int(np.count_nonzero((seg > 0) & ~brain))
+        if outside > TUMOUR_OUTSIDE_LIMIT * tumour:
+            raise CaseError(case, files[SEGMENTATION], "tumour_outside_brain", f"{outside} of its {tumour} tumour voxels "
+                            "lie outside the brain (where every modality is zero): the segmentation belongs to another "
+                            "case or grid")
+        if outside:
+            notes.append(f"case {case}: {outside} of {tumour} tumour voxels ({100 * outside / tumour:.1f} %) lie outside "
+                         f"the brain in {files[SEGMENTATION].name}")
     index = _pick_slice(case_dir, shape[-1], area, seg, files.get(SEGMENTATION), slice_index, slice_policy, choice_hint)
 
     raw = np.zeros((len(MODALITIES),) + shape[:2], dtype=np.float32)
     for m in signal:
         raw[MODALITIES.index(m)] = volumes[m][..., index]
     available = np.array([m in signal for m in MODALITIES])
-    while True:  # drop modalities constant over the brain until the brain (their union) is stable
+    while True:  # drop modalities without signal over the brain until the brain (their union) is stable
         mask = brain_mask(raw[available])
         if not mask.any():
             raise CaseError(case, case_dir, "no_brain_in_slice", f"axial slice {index} holds no brain: every "
                             f"modality is zero there ({_brain_range(area)}); choose another slice")
-        flat = [i for i in np.flatnonzero(available) if _constant(raw[i][mask])]
+        flat = {}
+        for i in np.flatnonzero(available):
+            values = raw[i][mask]
+            if _no_contrast(values, percentile):
+                flat[i] = f"no contrast over the brain (constant {values[0]:g})" if _constant(values) else \
+                    "no contrast over the brain"
+            elif np.count_nonzero(values) < SIGNAL_SHARE * mask.sum():
+                flat[i] = (f"non-zero in {np.count_nonzero(values)} of the {int(mask.sum())} brain pixels, fewer than "
+                           f"{100 * SIGNAL_SHARE:.0f} %")
         if not flat:
             break
         if len(flat) == available.sum():
-            raise CaseError(case, case_dir, "no_signal", f"no modality varies over the brain in axial slice {index}; "
-                            "choose another slice")
-        for i in flat:
+            raise CaseError(case, case_dir, "no_signal", f"no modality varies over the brain in axial slice {index} "
+                            f"({'; '.join(f'{MODALITIES[i]}: {why}' for i, why in flat.items())}); choose another slice")
+        for i, why in flat.items():
             available[i] = False
-            notes.append(f"case {case}: modality {MODALITIES[i]} carries no signal in axial slice {index} "
-                         f"(constant {raw[i][mask][0]:g} over the brain); not used")
+            notes.append(f"case {case}: modality {MODALITIES[i]} carries no signal in axial slice {index} ({why}); "
+                         "not used")
+            dropped[MODALITIES[i]] = f"in axial slice {index}: {why}"
     if area[index] < LITTLE_BRAIN * area.max():
         notes.append(f"case {case}: axial slice {index} holds little brain ({int(area[index])} pixels, "
                      f"{100 * area[index] / area.max():.0f} % of the largest slice's {int(area.max())}; "
@@ -205,6 +289,7 @@ def load_case(
     slice_policy: SliceChoice = None,
     percentile: Percentile = None,
     crop: bool = True,
+    dropped: Optional[dict] = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One patient folder as the model's input, preprocessed exactly as :func:`prepare_brats` does.
 
@@ -216,8 +301,10 @@ def load_case(
             ``"largest_brain"``; None: the slice with the largest tumour area of the segmentation.
         slice_policy: the same choice for a folder without a (non-empty) segmentation only, as
             ``prepare_brats`` takes it (``hamfast predict`` passes the checkpoint's).
-        percentile: None for min-max scaling, or percentile clipping (see ``slices.percentile_bounds``).
+        percentile: None for robust min-max scaling (``slices.intensity_bounds``), or percentile
+            clipping (see ``slices.percentile_bounds``).
         crop: crop to the brain's bounding box before squaring and resizing.
+        dropped: a dict that receives, per modality file present but not used, why (no signal).
 
     Returns:
         ``(image, available, slice_index)``: float32 [4, H, W] in [0, 1] with absent modalities all
@@ -233,7 +320,8 @@ def load_case(
     size = None if size is None else check_size(size)
     notes: list[str] = []
     image, available, index = read_case(Path(case_dir), slice_index=slice_index, slice_policy=slice_policy,
-                                        percentile=percentile, crop=crop, notes=notes, choice_hint=_INDEX_HINT)
+                                        percentile=percentile, crop=crop, notes=notes, dropped=dropped,
+                                        choice_hint=_INDEX_HINT)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     if size is not None:

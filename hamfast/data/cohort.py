@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,13 +141,58 @@ class Cohort:
 
     @classmethod
     def load(cls, path) -> "Cohort":
-        """Read a cohort written by :meth:`save` (``path`` with or without ``.npz``)."""
-        npz_path = cohort_paths(path)[0]
-        with np.load(npz_path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != COHORT_FORMAT:
-                raise ValueError(f"{npz_path} is not a hamfast cohort (format {meta.get('format')!r})")
-            arrays = {name: data[name] for name in _ARRAYS}
-            ids = data["ids"].tolist()
-        return cls(ids=ids, report=meta["report"], settings=meta["settings"], **arrays)
+        """Read a cohort written by :meth:`save` (``path`` with or without ``.npz``), verified.
 
+        Refused with a one-line ``ValueError`` naming the file: a damaged or truncated ``.npz``,
+        images that are not finite or outside [0, 1] (naming the case and the modality), images
+        whose side disagrees with the ``size`` setting, and a manifest beside it that disagrees
+        with the arrays (``n``, ``image_shape``, ``settings``, counts: a hand-edited manifest).
+        """
+        npz_path, manifest_path = cohort_paths(path)
+        try:
+            with np.load(npz_path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != COHORT_FORMAT:
+                    raise ValueError(f"{npz_path} is not a hamfast cohort (format {meta.get('format')!r})")
+                arrays = {name: data[name] for name in _ARRAYS}
+                ids = data["ids"].tolist()
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            text = " ".join(str(exc).split())
+            raise ValueError(f"cohort file {npz_path} is damaged or truncated ({type(exc).__name__}: {text}); delete it "
+                             "and write it again (hamfast prepare)") from None
+        cohort = cls(ids=ids, report=meta["report"], settings=meta["settings"], **arrays)
+        cohort._verify(npz_path, manifest_path)
+        return cohort
+
+    def _verify(self, npz_path: Path, manifest_path: Path) -> None:
+        """Refuse arrays that cannot be trusted, and a manifest that does not describe them."""
+        finite = np.isfinite(self.images).all(axis=(2, 3))  # bool [N, 4]
+        inside = ((self.images >= 0) & (self.images <= 1)).all(axis=(2, 3)) | ~finite
+        for ok, what in ((finite, "NaN or infinite pixels"), (inside, "pixels outside [0, 1]")):
+            if not ok.all():
+                case, channel = np.argwhere(~ok)[0]
+                raise ValueError(f"cohort file {npz_path}: case {self.ids[case]}, modality {MODALITIES[channel]} has "
+                                 f"{what} ({int((~ok).sum())} case-modality pair(s) in all); the file is corrupt, "
+                                 "write it again (hamfast prepare)")
+        size = self.settings.get("size")
+        if size is not None and self.images.shape[2:] != (size, size):
+            raise ValueError(f"cohort file {npz_path}: its settings say size {size} but its images are "
+                             f"{self.images.shape[2]}x{self.images.shape[3]} px; the file is corrupt or edited")
+        if not manifest_path.is_file():
+            return
+        try:
+            manifest = read_manifest(manifest_path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cohort manifest {manifest_path} is unreadable ({' '.join(str(exc).split())}); delete it "
+                             f"and the .npz beside it, or write them again") from None
+        expected = self.manifest()
+        wrong = [key for key in ("n", "image_shape", "modalities", "settings", "source", "counts", "class_counts",
+                                 "modality_counts") if manifest.get(key) != expected[key]]
+        if wrong:
+            key = wrong[0]
+            raise ValueError(f"cohort manifest {manifest_path} disagrees with {npz_path.name} on {', '.join(wrong)} "
+                             f"(manifest {key}: {json.dumps(manifest.get(key))[:80]}, arrays: "
+                             f"{json.dumps(expected[key])[:80]}); it was edited or belongs to another cohort: "
+                             "write the cache again (hamfast prepare)")

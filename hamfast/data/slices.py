@@ -16,6 +16,9 @@ __all__ = [
     "percentile_bounds",
     "largest_area_slice",
     "brain_mask",
+    "OUTLIER_PERCENTILES",
+    "OUTLIER_FENCE",
+    "intensity_bounds",
     "normalise",
     "to_square",
     "resize",
@@ -25,6 +28,13 @@ __all__ = [
 SLICE_POLICIES = ("largest_brain",)
 
 Percentile = Union[None, float, Sequence[float]]
+
+# Robust min-max: voxels beyond these percentiles of the brain that are cut off from the rest by a
+# gap wider than OUTLIER_FENCE x (p99.5 - p0.5) are outliers (a spike of 30000 in a brain of
+# 0..818), clipped instead of setting the scale. A gap, not a distance: a bright but connected tail
+# (an enhancing rim at 2.5 times white matter) is signal and keeps its contrast.
+OUTLIER_PERCENTILES = (0.5, 99.5)
+OUTLIER_FENCE = 1.0
 
 
 def percentile_bounds(percentile: Percentile) -> Optional[tuple[float, float]]:
@@ -59,19 +69,51 @@ def brain_mask(stack: np.ndarray) -> np.ndarray:
     return (stack != 0).any(0)
 
 
+def _cut_tail(tail: np.ndarray, start: float, gap: float) -> float:
+    """The first value of ``tail`` (sorted away from ``start``) that lies more than ``gap`` beyond
+    the value before it (``start`` before the first), or NaN if none does."""
+    steps = np.abs(np.diff(np.concatenate([[start], tail])))
+    wide = np.flatnonzero(steps > gap)
+    return float(tail[wide[0]]) if wide.size else float("nan")
+
+
+def intensity_bounds(values: np.ndarray, percentile: Percentile = None) -> tuple[float, float]:
+    """``(low, high)``: the intensities of a modality's brain ``values`` (1-D) mapped to 0 and 1.
+
+    ``percentile`` None (the default): robust min-max, the minimum and maximum of the values left
+    when outliers are set aside. With ``(p_lo, p_hi)`` the ``OUTLIER_PERCENTILES`` of ``values``
+    (taken inward as actual values, ``method="higher"``/``"lower"``, so one spike never sets them)
+    and ``gap = OUTLIER_FENCE * (p_hi - p_lo)``: beyond ``p_hi``, the values from the first one
+    that lies more than ``gap`` above the next lower value are outliers (likewise below ``p_lo``).
+    Without such a gap (or with ``p_hi == p_lo``) this is plain min-max. With ``percentile``: those percentiles (see
+    :func:`percentile_bounds`). ``high <= low`` means no usable contrast.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    bounds = percentile_bounds(percentile)
+    if bounds is not None:
+        low, high = np.percentile(values, bounds)
+        return float(low), float(high)
+    p_low = float(np.percentile(values, OUTLIER_PERCENTILES[0], method="higher"))
+    p_high = float(np.percentile(values, OUTLIER_PERCENTILES[1], method="lower"))
+    gap = OUTLIER_FENCE * (p_high - p_low) if p_high > p_low else np.inf  # no spread (a tiny brain): min-max
+    top = _cut_tail(np.sort(values[values > p_high]), p_high, gap)
+    bottom = _cut_tail(np.sort(values[values < p_low])[::-1], p_low, gap)
+    inliers = values[~(values >= top) & ~(values <= bottom)]  # comparisons with NaN are False: nothing cut
+    return float(inliers.min()), float(inliers.max())
+
+
 def normalise(image: np.ndarray, mask: np.ndarray, percentile: Percentile = None) -> np.ndarray:
     """One modality's slice [H, W] scaled to [0, 1] over the brain ``mask`` [H, W]; background set to 0.
 
-    Min-max over the brain pixels, or, with ``percentile``, clipped to those percentiles of the brain
-    pixels first (see :func:`percentile_bounds`). A slice constant over the brain becomes all zeros.
-    Returns float32 [H, W].
+    ``(image - low) / (high - low)`` clipped to [0, 1], ``(low, high)`` from :func:`intensity_bounds`
+    of the brain pixels (robust min-max, or percentile clipping with ``percentile``). A slice
+    without contrast over the brain becomes all zeros. Returns float32 [H, W].
     """
     values = image[mask].astype(np.float64)
     out = np.zeros(image.shape, dtype=np.float32)
     if values.size == 0:
         return out
-    bounds = percentile_bounds(percentile)
-    low, high = (values.min(), values.max()) if bounds is None else np.percentile(values, bounds)
+    low, high = intensity_bounds(values, percentile)
     if high <= low:
         return out
     scaled = (np.clip(image.astype(np.float64), low, high) - low) / (high - low)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 from statistics import NormalDist
 
@@ -54,6 +55,9 @@ __all__ = [
     "risk_weights",
     "case_traits",
     "trait_sizes",
+    "MAX_CASES",
+    "case_counts",
+    "estimate_bytes",
     "make_synthetic_brats",
 ]
 
@@ -71,6 +75,8 @@ LOG_DAYS_SD = math.log(450 / 300) / (_NORMAL.inv_cdf(0.61) - _NORMAL.inv_cdf(0.3
 LOG_DAYS_MEAN = math.log(300) - LOG_DAYS_SD * _NORMAL.inv_cdf(0.36)
 EXTRA_SHARE = 0.015  # share (of n_cases) of extra cases of each kind: censored, unparsable, no survival row
 MARKER = "hamfast_synthetic.json"
+PARTIAL = ".hamfast_synthetic.partial"  # staging folder of an unfinished write: its arguments and rows so far
+MAX_CASES = 100_000  # ~470 BraTS2019 cohorts; beyond it a typo (1e8) is far likelier than a need
 _VERSION = 3
 
 
@@ -138,6 +144,38 @@ def _survival_cell(kind: str, days: float, rng: np.random.Generator) -> str:
     return f"{int(round(days))}"
 
 
+def case_counts(n_cases: int) -> dict:
+    """The case folders written for ``n_cases``: ``{"ok", "censored", "unparsable", "no_row"}`` counts."""
+    n_extra = max(1, round(EXTRA_SHARE * n_cases))
+    return {"ok": n_cases, "censored": n_extra, "unparsable": n_extra, "no_row": n_extra}
+
+
+def estimate_bytes(n_cases: int, shape=DEFAULT_SHAPE) -> int:
+    """An upper bound of the disk space of the cohort: every folder's five volumes uncompressed
+    (int16 images, uint8 seg) plus headers; gzip makes the files several times smaller."""
+    voxels = int(np.prod(shape))
+    return sum(case_counts(n_cases).values()) * (len(MODALITIES) * (2 * voxels + 352) + voxels + 352)
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _recorded_rows(path: Path) -> dict:
+    """``case -> row`` (None for a case without a survival row) of the cases an interrupted write finished."""
+    rows = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                rows[entry["case"]] = entry["row"]
+            except (ValueError, KeyError, TypeError):  # the last line of a write cut short
+                continue
+    return rows
+
+
 def make_synthetic_brats(
     root,
     n_cases: int = 213,
@@ -159,6 +197,10 @@ def make_synthetic_brats(
     survival (blank, ``NA``, ``unknown``), and LGG cases without a survival row (as in BraTS2019).
     Case ``i`` depends only on ``(seed, i)``, so a larger ``n_cases`` adds cases without changing the
     others. A marker file records the arguments: calling again with the same ones returns at once.
+    Each case folder is written in a staging folder (``PARTIAL``) and renamed into place, and its
+    survival row recorded there: an interrupted write (Ctrl-C) resumes where it stopped when called
+    again with the same arguments. More than ``MAX_CASES`` cases, or an ``estimate_bytes`` beyond
+    the free disk space, is refused before anything is written.
 
     Args:
         root: output folder (created).
@@ -178,6 +220,9 @@ def make_synthetic_brats(
         raise ValueError(f"shape must be (X, Y, Z) with X, Y >= 64 and Z >= 8, got {shape}")
     if n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {n_cases}")
+    if n_cases > MAX_CASES:
+        raise ValueError(f"n_cases {n_cases} is beyond the limit of {MAX_CASES} synthetic cases (about "
+                         f"{estimate_bytes(n_cases, shape) / 1e9:.3g} GB uncompressed); ask for fewer")
     _check_shares(signal, private)
     root = Path(root).expanduser()
     data_root = root / TRAINING_DIR
@@ -186,36 +231,60 @@ def make_synthetic_brats(
     marker = data_root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == arguments:
         return root
-    if data_root.exists() and any(data_root.iterdir()):
+    staging = data_root / PARTIAL
+    resuming = (staging / "arguments.json").is_file() and json.loads((staging / "arguments.json").read_text()) == arguments
+    if not resuming and data_root.exists() and any(data_root.iterdir()):
         raise FileExistsError(f"{data_root} is not empty (a cohort made with other arguments, or other files); "
                               "choose an empty folder")
+    needed = estimate_bytes(n_cases, shape)
+    if needed > _free_bytes(data_root):
+        raise ValueError(f"{n_cases} synthetic cases need up to {needed / 1e9:.3g} GB; {data_root} has "
+                         f"{_free_bytes(data_root) / 1e9:.3g} GB free")
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "arguments.json").write_text(json.dumps(arguments))
+    rows_path = staging / "rows.jsonl"
+    done = _recorded_rows(rows_path)
 
-    n_extra = max(1, round(EXTRA_SHARE * n_cases))
-    kinds = ["ok"] * n_cases + ["censored"] * n_extra + ["unparsable"] * n_extra + ["no_row"] * n_extra
-    rows = []
+    kinds = [kind for kind, count in case_counts(n_cases).items() for _ in range(count)]
     iterator = enumerate(kinds)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, total=len(kinds), desc="writing synthetic BraTS", unit="case")
-    for i, kind in iterator:
-        rng = np.random.default_rng([seed, i])
-        z, days = case_traits(seed, i, rng, signal, private)
-        case = f"BraTS19_SYN_{i:04d}_1"
-        folder = data_root / ("LGG" if kind == "no_row" else "HGG") / case
-        folder.mkdir(parents=True)
-        images, seg, spacing = render_case(shape, trait_sizes(z), rng)
-        for modality, volume in zip(MODALITIES, images):
-            _write_nifti(folder / f"{case}_{modality}.nii.gz", volume, spacing)
-        _write_nifti(folder / f"{case}_{SEGMENTATION}.nii.gz", seg, spacing)
-        if kind != "no_row":
-            age = float(np.clip(rng.normal(61, 12), 19, 86))
-            resection = rng.choice(["GTR", "GTR", "STR", "NA"])
-            rows.append([case, f"{age:.3f}", _survival_cell(kind, days, rng), resection])
+    with open(rows_path, "a") as record:
+        for i, kind in iterator:
+            case = f"BraTS19_SYN_{i:04d}_1"
+            folder = data_root / ("LGG" if kind == "no_row" else "HGG") / case
+            if case in done and folder.is_dir():
+                continue
+            if folder.exists():  # renamed into place, but its row not recorded: write it again
+                shutil.rmtree(folder)
+            rng = np.random.default_rng([seed, i])
+            z, days = case_traits(seed, i, rng, signal, private)
+            draft = staging / case
+            if draft.exists():
+                shutil.rmtree(draft)
+            draft.mkdir()
+            images, seg, spacing = render_case(shape, trait_sizes(z), rng)
+            for modality, volume in zip(MODALITIES, images):
+                _write_nifti(draft / f"{case}_{modality}.nii.gz", volume, spacing)
+            _write_nifti(draft / f"{case}_{SEGMENTATION}.nii.gz", seg, spacing)
+            row = None
+            if kind != "no_row":
+                age = float(np.clip(rng.normal(61, 12), 19, 86))
+                resection = str(rng.choice(["GTR", "GTR", "STR", "NA"]))
+                row = [case, f"{age:.3f}", str(_survival_cell(kind, days, rng)), resection]
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            draft.rename(folder)
+            record.write(json.dumps({"case": case, "row": row}) + "\n")
+            record.flush()
+            done[case] = row
 
+    rows = [done[f"BraTS19_SYN_{i:04d}_1"] for i, kind in enumerate(kinds) if kind != "no_row"]
     with open(data_root / "survival_data.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["BraTS19ID", "Age", "Survival", "ResectionStatus"])
         writer.writerows(rows)
     marker.write_text(json.dumps(arguments))
+    shutil.rmtree(staging)
     return root
