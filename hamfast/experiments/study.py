@@ -8,7 +8,7 @@ from typing import Optional
 
 from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_brats_cases, training_memory
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, write_text_atomic
+from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, remove_if_only_locks, write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import PREDICTION_COLUMNS, RUN_COLUMNS, prediction_rows, run_rows, summary_markdown, write_csv
 from hamfast.experiments.runner import finished_tasks, pending_tasks, run_experiment
@@ -104,10 +104,15 @@ def run_study(
             cases = count_brats_cases(data)
             check_memory(cohort_memory(cases, settings.size), f"reading {cases} cases at --size {settings.size}")
     lock_name = LOCK_FILE if shard is None else f".hamfast-shard-{shard[0]}-of-{shard[1]}.lock"
-    with lock_folder(out, command=command, wait=wait, name=lock_name,
-                     on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
-        return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
-                           estimate)
+    fresh = not out.exists()
+    try:
+        with lock_folder(out, command=command, wait=wait, name=lock_name,
+                         on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
+            return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models,
+                               shard, estimate)
+    finally:
+        if fresh:  # a study refused (or estimated) before it wrote anything leaves no folder behind
+            remove_if_only_locks(out)
 
 
 def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
