@@ -151,8 +151,8 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
                    "without --shard (after every shard) to merge them and write the reports")
         return {"results": results, "summary": summary, "files": []}
     files = [out / "runs.csv", out / "predictions.csv", out / "summary.md"]
-    write_csv(files[0], run_rows(results), RUN_COLUMNS)
-    write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)
+    # Every report is made before any is written, so results that cannot be reported replace none.
+    runs, predictions = run_rows(results), prediction_rows(results)
     context = {
         "command": command,
         "data": str(data),
@@ -161,6 +161,8 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         "tasks_run": len(results) - min(done_before, len(results)),
     }
     summary = summary_markdown(settings, results, context)
+    write_csv(files[0], runs, RUN_COLUMNS)
+    write_csv(files[1], predictions, PREDICTION_COLUMNS)
     write_text_atomic(files[2], summary)
     files += write_plots(settings, results, out)
     log.info("wrote %s", ", ".join(str(f) for f in files))
