@@ -16,12 +16,14 @@ checked the same way.
 
 Build without isolation so the extension matches the torch you run:
     pip install --no-build-isolation .
+The wheel requires the torch release it was built against (``torch==X.Y.*``, see
+torch_requirement): hamfast._C links libtorch's C++ API, which changes between releases.
 """
 import glob
 import importlib.util
 import os
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 try:
     import torch
@@ -120,20 +122,15 @@ def extension():
     )
 
 
+def torch_requirement() -> str:
+    """The torch release this build is bound to (its C++ ABI changes between minor releases)."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return f"torch=={major}.{minor}.*"
+
+
+# Name, version (hamfast.__version__), license and the other metadata: pyproject.toml's [project].
 setup(
-    name="hamfast",
-    version="0.1.0",
-    description="HAM (Hypernetwork for Absent Modalities) with a fused grouped-convolution op for mixed-modality batches",
-    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["hamfast", "hamfast.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "scipy", "monai>=1.3", "nibabel", "tqdm"],
-    extras_require={
-        "plots": ["matplotlib"],
-        "test": ["pytest", "pytest-benchmark", "matplotlib", "expecttest"],
-    },
+    install_requires=[torch_requirement(), "numpy", "scipy", "monai>=1.3", "nibabel", "tqdm"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
-    entry_points={"console_scripts": ["hamfast = hamfast.cli:main"]},
 )

@@ -354,10 +354,13 @@ def _add_experiment_parser(sub) -> None:
              "Options below override the preset.\n\n"
              "Writes runs.csv, predictions.csv, summary.md, comparisons.csv, accuracy_vs_completeness.png (A) and loss_curves.png into "
              "--out, and each finished task to OUT/tasks/ at once: rerunning the same command skips finished work.")
-    p.add_argument("which", choices=("a", "b"), help="the experiment")
+    p.add_argument("which", choices=("a", "b"), nargs="?", default=None, help="the experiment (or taken from --from)")
+    p.add_argument("--from", dest="record", type=Path, default=None, metavar="EXPERIMENT_JSON",
+                   help="take every setting from a study's record (OUT/experiment.json) to reproduce it (another "
+                   "--out) or extend it (the same --out, e.g. more --runs); options given here override it")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache")
     p.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick", help="base settings")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="base settings (default: quick)")
     p.add_argument("--runs", type=_positive_int, default=None, help="runs (default: the preset's)")
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (one per GPU with several GPUs)")
     _add_device(p)
@@ -693,6 +696,8 @@ def _parse_stop(values) -> dict:
 
 
 def _experiment_settings(args):
+    recorded = _recorded_settings(args.record) if args.record is not None else None
+    which = args.which or (recorded.experiment if recorded is not None else None)
     overrides = dict(
         runs=args.runs, methods=args.methods, completeness=args.completeness, seed=args.seed, split=args.split,
         test_size=args.test_size, test_data=None if args.test_data is None else str(args.test_data), size=args.size, widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size,
@@ -701,14 +706,39 @@ def _experiment_settings(args):
         **_training_switches(args),
     )
     if args.subsets is not None:
-        if args.which == "a":
+        if which == "a":
             raise CommandError("--subsets is for experiment b (experiment a tests on the complete set)")
         overrides["subsets"] = _parse_subsets(args.subsets)
     stop = _parse_stop(args.stop)
     if "iterations" in stop and args.iterations is not None and args.iterations != stop["iterations"]:
         raise CommandError(f"--stop fixed {stop['iterations']} and --iterations {args.iterations} disagree")
     overrides.update(stop)
-    return make_settings(args.which, args.preset, **overrides)
+    if recorded is None:
+        if which is None:
+            raise CommandError("experiment: say which experiment (a or b), or give --from OUT/experiment.json")
+        return make_settings(which, args.preset or "quick", **overrides)
+    if which != recorded.experiment:
+        raise CommandError(f"--from {args.record} records experiment {recorded.experiment}, not {which}")
+    if args.preset is not None:
+        raise CommandError(f"--preset cannot be combined with --from (the record {args.record} holds every setting)")
+    fields = {k: v for k, v in recorded.to_dict().items() if k not in ("experiment", "preset")}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return make_settings(recorded.experiment, recorded.preset, **fields)
+
+
+def _recorded_settings(path: Path):
+    """The settings a study recorded in its ``experiment.json`` (written by ``hamfast experiment``)."""
+    from hamfast.experiments.config import ExperimentSettings
+
+    try:
+        stored = json.loads(path.read_text())["settings"]
+        stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+        return ExperimentSettings.from_dict(stored)
+    except OSError as exc:
+        raise CommandError(f"--from {path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CommandError(f"--from {path}: not a study record (an experiment.json written by hamfast experiment): "
+                           f"{exc}") from None
 
 
 def _cmd_experiment(args) -> int:

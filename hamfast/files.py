@@ -201,6 +201,20 @@ def lock_folder(folder, *, command: Optional[str] = None, wait: bool = False, op
         handle.close()  # closing the descriptor releases the lock
 
 
+def remove_if_only_locks(folder) -> None:
+    """Remove ``folder`` when it holds nothing but hamfast lock files (``.hamfast*.lock``): what a run
+    refused before writing anything leaves of a folder it created."""
+    folder = Path(folder).expanduser()
+    try:
+        entries = list(folder.iterdir())
+        if all(p.is_file() and p.name.startswith(".hamfast") and p.name.endswith(".lock") for p in entries):
+            for path in entries:
+                path.unlink()
+            folder.rmdir()
+    except OSError:  # gone already, or another process wrote into it meanwhile: leave it
+        pass
+
+
 def lock_holder(folder, name: str = LOCK_FILE) -> Optional[str]:
     """A one-line description of the process recorded in ``folder``'s lock file ``name``, or None."""
     try:

@@ -33,4 +33,19 @@ export PYTHONPATH="$_hamfast_root${PYTHONPATH:+:$PYTHONPATH}"
 # A hamfast installed into the virtualenv earlier (the old editable install) must not win.
 python -c "import hamfast, os, sys; here = os.path.realpath(hamfast.__file__); root = os.path.realpath(sys.argv[1]); \
 assert here.startswith(root + os.sep), f'import hamfast finds {here}, not {root}'" "$_hamfast_root"
-hamfast() { python -m hamfast "$@"; }
+# A launcher rather than a shell function: child processes (scripts, job schedulers) cannot see
+# functions. It names this checkout and virtualenv, so it works without any environment set up.
+unset -f hamfast 2>/dev/null || true
+mkdir -p "$_hamfast_root/build/bin"
+cat > "$_hamfast_root/build/bin/hamfast.tmp" <<LAUNCHER
+#!/bin/sh
+# Runs the hamfast checkout $_hamfast_root with $HAMFAST_VENV (written by scripts/setup_env.sh).
+PYTHONPATH="$_hamfast_root\${PYTHONPATH:+:\$PYTHONPATH}" exec "$HAMFAST_VENV/bin/python" -m hamfast "\$@"
+LAUNCHER
+chmod +x "$_hamfast_root/build/bin/hamfast.tmp"
+mv -f "$_hamfast_root/build/bin/hamfast.tmp" "$_hamfast_root/build/bin/hamfast"
+case ":$PATH:" in
+  *":$_hamfast_root/build/bin:"*) ;;
+  *) export PATH="$_hamfast_root/build/bin:$PATH" ;;
+esac
+hash -r 2>/dev/null || true

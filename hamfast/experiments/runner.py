@@ -65,11 +65,13 @@ class ExperimentInterrupted(KeyboardInterrupt):
     """Ctrl-C during an experiment; the message says how many tasks are finished and kept."""
 
 
-def check_settings(out: Path, settings: ExperimentSettings) -> None:
-    """Record ``settings`` in ``out``, or refuse when ``out`` holds an experiment with other settings."""
+def check_settings(out: Path, settings: ExperimentSettings, data: Optional[str] = None) -> None:
+    """Record ``settings`` and the cohort's fingerprint ``data`` in ``out``, or refuse when ``out``
+    holds an experiment with other settings or of other data (a study's identity is both)."""
     path = out / SETTINGS_FILE
     if path.exists():
-        stored = ExperimentSettings.from_dict(json.loads(path.read_text())["settings"])
+        record = json.loads(path.read_text())
+        stored = ExperimentSettings.from_dict(record["settings"])
         old, new = stored.identity(), settings.identity()
         changed = sorted(k for k in new if old.get(k) != new[k])
         if changed:
@@ -78,7 +80,12 @@ def check_settings(out: Path, settings: ExperimentSettings) -> None:
                 f"--out {out} holds an experiment with other settings ({details}); "
                 "use another --out folder, or delete that one to start over"
             )
-    write_json_atomic(path, {"settings": settings.to_dict()})
+        if data is not None and record.get("data") not in (None, data):  # records before fingerprints have none
+            raise ValueError(
+                f"--out {out} holds an experiment of other data (cohort fingerprint {record['data']}, this --data "
+                f"{data}); use the same --data to resume, or another --out folder"
+            )
+    write_json_atomic(path, {"settings": settings.to_dict(), "data": data})
 
 
 def finished_tasks(out: Path) -> set[str]:
@@ -139,7 +146,7 @@ def run_experiment(
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if batch_models < 1:
         raise ValueError(f"--batch-models must be >= 1, got {batch_models}")
-    check_settings(out, settings)
+    check_settings(out, settings, samples.fingerprint())
     tasks, pending = pending_tasks(settings, out, shard)
     if shard is not None:
         log.info("shard %d/%d: %d of the experiment's tasks", shard[0], shard[1], len(tasks))
@@ -162,8 +169,25 @@ def run_experiment(
     for task in tasks:
         path = out / TASKS_DIR / f"{task.name}.json"
         if path.exists():
-            results.append(json.loads(path.read_text()))
+            results.append(_read_record(path, task, settings))
     return results
+
+
+def _read_record(path: Path, task: Task, settings: ExperimentSettings) -> dict:
+    """A task's record, refused in one line (before any report is written) when it is not that task's."""
+    try:
+        record = json.loads(path.read_text())
+        wrong = [key for key, want in (("experiment", settings.experiment), ("run", task.run), ("seed", task.seed),
+                                       ("completeness", task.completeness), ("method", task.method))
+                 if record.get(key) != want]
+        if not wrong and not all(isinstance(e.get("metrics"), dict) for e in record.get("evaluations", [])):
+            wrong = ["evaluations"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        wrong = [f"unreadable: {exc}"]
+    if wrong:
+        raise ValueError(f"{path} is not the record of task {task.name} ({', '.join(map(str, wrong))}: edited or "
+                         "damaged); delete it and rerun the same command to train that task again")
+    return record
 
 
 def _execute(pending: list[Task], settings: ExperimentSettings, samples: Samples, out: Path, *, jobs: int, device: str,

@@ -8,7 +8,7 @@ from typing import Optional
 
 from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_brats_cases, training_memory
 from hamfast.experiments.config import ExperimentSettings
-from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, write_text_atomic
+from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, remove_if_only_locks, write_text_atomic
 from hamfast.experiments.plots import write_plots
 from hamfast.experiments.report import (
     COMPARISON_COLUMNS,
@@ -124,10 +124,15 @@ def run_study(
             cases = count_brats_cases(data)
             check_memory(cohort_memory(cases, settings.size), f"reading {cases} cases at --size {settings.size}")
     lock_name = LOCK_FILE if shard is None else f".hamfast-shard-{shard[0]}-of-{shard[1]}.lock"
-    with lock_folder(out, command=command, wait=wait, name=lock_name,
-                     on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
-        return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
-                           estimate)
+    fresh = not out.exists()
+    try:
+        with lock_folder(out, command=command, wait=wait, name=lock_name,
+                         on_wait=lambda holder: log.warning("--out %s is in use by %s; waiting for it to finish", out, holder)):
+            return _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models,
+                               shard, estimate)
+    finally:
+        if fresh:  # a study refused (or estimated) before it wrote anything leaves no folder behind
+            remove_if_only_locks(out)
 
 
 def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command, start, batch_models, shard,
@@ -169,10 +174,9 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
                    "without --shard (after every shard) to merge them and write the reports")
         return {"results": results, "summary": summary, "files": []}
     files = [out / "runs.csv", out / "predictions.csv", out / "summary.md", out / "comparisons.csv"]
-    write_csv(files[0], run_rows(results), RUN_COLUMNS)
-    write_csv(files[1], prediction_rows(results), PREDICTION_COLUMNS)
+    # Every report is made before any is written, so results that cannot be reported replace none.
+    runs, predictions = run_rows(results), prediction_rows(results)
     comparisons = comparison_rows(settings, results)
-    write_csv(files[3], comparisons, COMPARISON_COLUMNS)
     context = {
         "command": command,
         "data": str(data),
@@ -182,6 +186,9 @@ def _run_locked(settings, data, out, jobs, device, cache_dir, progress, command,
         "tasks_run": len(results) - min(done_before, len(results)),
     }
     summary = summary_markdown(settings, results, context, comparisons)
+    write_csv(files[0], runs, RUN_COLUMNS)
+    write_csv(files[1], predictions, PREDICTION_COLUMNS)
+    write_csv(files[3], comparisons, COMPARISON_COLUMNS)
     write_text_atomic(files[2], summary)
     files += write_plots(settings, results, out)
     log.info("wrote %s", ", ".join(str(f) for f in files))

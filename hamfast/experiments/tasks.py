@@ -15,6 +15,7 @@ place, :func:`hamfast.experiments.runner.run_experiment`; this module imports no
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -61,6 +62,15 @@ class Samples:
     labels: np.ndarray
     ids: list
     test: Optional["Samples"] = None
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the sha256 of the arrays and ids: the data a study's results depend on."""
+        digest = hashlib.sha256()
+        for array in (self.images, self.available, self.labels):
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update("\n".join(self.ids).encode())
+        return digest.hexdigest()[:16]
 
     @classmethod
     def from_cohort(cls, cohort) -> "Samples":
@@ -122,9 +132,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard_tasks(tasks: Sequence[Task], index: int, count: int) -> list[Task]:
     """The ``index``-th of ``count`` disjoint parts of ``tasks``: a contiguous block in plan order.
 
-    Plan order is run by run, so each shard gets whole runs (every method and completeness of
-    them): the shards cost about the same, and a shard's runs of a method batch together. The
-    partition depends only on the task list, so every shard of a study computes the same one.
+    Plan order is run by run, so every shard holds whole runs when ``count`` divides the number of
+    runs (otherwise a run may be split between two neighbouring shards): the shards cost about
+    the same, and a shard's runs of a method batch together. The partition depends only on the
+    task list, so every shard of a study computes the same one.
     """
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard index must lie in [0, {count}), got {index}")
