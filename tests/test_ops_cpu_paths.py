@@ -71,7 +71,13 @@ def test_every_path_matches_the_reference(cpu_path, name, path, dtype):
     )
     for name_, g, w in zip(("out", "grad_x", "grad_weight", "grad_bias"), got, want):
         assert g.dtype == dtype, name_
-        torch.testing.assert_close(g.double(), w, **TOLERANCE[dtype], msg=lambda m: f"{name_}: {m}")
+        tolerance = dict(TOLERANCE[dtype])
+        if name_ == "grad_weight" and dtype in (torch.bfloat16, torch.float16):
+            # grad_weight sums over every output position; in 16-bit the rounding of the partial
+            # sums (ATen's CPU kernels, which depend on the CPU's ISA) grows with the gradient's scale.
+            # 4e-3 of the largest entry: about four times the worst error seen (0.048 at 45).
+            tolerance["atol"] = max(tolerance["atol"], 4e-3 * float(w.abs().max()))
+        torch.testing.assert_close(g.double(), w, **tolerance, msg=lambda m: f"{name_}: {m}")
     unused = sorted(set(range(weight.shape[0])) - set(group.tolist()))
     assert torch.all(got[2][unused] == 0) and torch.all(got[3][unused] == 0)
 
