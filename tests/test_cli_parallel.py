@@ -26,6 +26,13 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 FAST_TASKS = 2  # tasks of run 0 that finish at once; every later one sleeps
 
+def _terminal_signals() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 # The script the subprocess runs: experiment A, 1 run x 1 completeness x 4 methods = 4 tasks, 2 jobs.
 SCRIPT = """
 import sys
@@ -85,8 +92,9 @@ def _start(tmp_path):
     script = SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
     env = dict(os.environ, HAMFAST_TEST_PIDS=str(pids))
     # Its own session, so a Ctrl-C can go to its whole process group as a terminal would send it.
+    # A terminal's fresh process: Ctrl-C neither ignored nor blocked, whatever this pytest process inherited.
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_terminal_signals)
     sleeping = lambda: [p for p in pids.glob("*.pid") if not p.stem.endswith(("standard", "dropout"))]  # noqa: E731
     try:
         # Both workers are inside a sleeping task once the fast ones are written.
