@@ -53,6 +53,7 @@ from hamfast.experiments.workers import WorkerDied
 from hamfast.experiments.stats import few_runs_warning
 from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
+from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.training.trainer import SCHEDULES
 
 __all__ = ["main", "build_parser"]
@@ -203,7 +204,7 @@ def _add_model_options(parser, defaults: dict) -> None:
     group.add_argument("--recalibrate-baselines", choices=("on", "off"), default=None,
                        help="the baselines' batch-norm statistics recomputed per test pattern at evaluation "
                        "(default: off, as in the paper)")
-    group.add_argument("--featimpute-shared", choices=("stacked", "per-modality"), default=None,
+    group.add_argument("--featimpute-shared", choices=SHARED_INPUTS, default=None,
                        help="what FeatImpute's shared encoder reads: the stacked modalities (the paper's wording) or "
                        "each modality on its own (ShaSpec's form) (default: stacked)")
     group.add_argument("--dropout-mode", choices=("channel", "subset"), default=None,

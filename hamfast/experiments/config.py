@@ -51,6 +51,7 @@ from typing import Optional
 
 from hamfast.checks import check_network_fits
 from hamfast.models import METHODS
+from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.training.trainer import PRECISIONS
 from hamfast.patterns import NAMES, NUM_CODES, pattern_name
 
@@ -222,8 +223,8 @@ class ExperimentSettings:
         _check(0 <= self.dropout_p < 1, f"dropout_p must lie in [0, 1), got {self.dropout_p}")
         _check(0 <= self.dropout_keep <= 1, f"dropout_keep must lie in [0, 1], got {self.dropout_keep}")
         _check(self.mixed_groups >= 0, f"mixed_groups must be >= 0, got {self.mixed_groups}")
-        _check(self.featimpute_shared in ("stacked", "per-modality"),
-               f"featimpute_shared must be 'stacked' or 'per-modality', got {self.featimpute_shared!r}")
+        _check(self.featimpute_shared in SHARED_INPUTS,
+               f"featimpute_shared must be one of {SHARED_INPUTS}, got {self.featimpute_shared!r}")
         self.recalibrate = bool(self.recalibrate)
         self.recalibrate_baselines = bool(self.recalibrate_baselines)
         if self.size is not None:
