@@ -224,6 +224,20 @@ def cv_cap_text(results: list[dict]) -> str:
     return f"{hits} of {total} CV choices hit the cap ({', '.join(by_method)})"
 
 
+def failed_text(results: list[dict]) -> list[str]:
+    """summary.md lines on the tasks that failed (their training diverged): named, with the
+    reason, and left out of every table (no score), so a cell may hold fewer runs."""
+    failed = [r for r in results if r.get("failed")]
+    if not failed:
+        return []
+    lines = [f"> **FAILED: {len(failed)} of {len(results)} task(s) did not train (their training diverged) and "
+             "have no score; they are left out of every table below, whose cells then average fewer runs:**"]
+    for r in failed:
+        name = f"run {r['run']}, {completeness_label(r['completeness'])}, {METHOD_LABELS.get(r['method'], r['method'])}"
+        lines.append(f"> - {name}: {r['failed']}")
+    return lines + [""]
+
+
 def summary_markdown(settings: ExperimentSettings, results: list[dict], context: dict) -> str:
     """The ``summary.md`` text.
 
@@ -244,6 +258,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
     warning = stats.few_runs_warning(len(finished_runs))
     if warning:
         lines += [f"> **Warning:** {warning}.", ""]
+    lines += failed_text(results)
     if not rows:
         lines += ["No finished runs yet.", ""]
     else:
