@@ -49,7 +49,7 @@ def _diverge_for(seed: int, monkeypatch):
 
     def train(config, *args, **kwargs):
         if config.seed == seed:
-            raise DivergenceError("training diverged at step 2: the loss is nan; likely cause: the learning rate", 2)
+            raise DivergenceError("training diverged at step 1: the loss is nan; likely cause: the learning rate", 1)
         return original(config, *args, **kwargs)
 
     monkeypatch.setattr(hamfast.training, "train", train)
@@ -66,13 +66,16 @@ def test_a_diverged_task_is_recorded_as_failed_never_scored(batch_models, sample
         monkeypatch.setattr("hamfast.training.batched.train_batched", stacked)
     results = runner.run_experiment(settings, samples, tmp_path, progress=False, batch_models=batch_models)
     by_run = {r["run"]: r for r in results}
-    assert by_run[1]["failed"].startswith("training diverged at step 2") and by_run[1]["evaluations"] == []
+    assert by_run[1]["failed"].startswith("training diverged at step 1") and by_run[1]["evaluations"] == []
     assert "failed" not in by_run[0] and by_run[0]["evaluations"]
     rows = report.run_rows(results)
     assert {r["run"] for r in rows} == {0}  # no score for the failed task
     summary = report.summary_markdown(settings, results, {})
     assert "> **FAILED: 1 of 2 task(s) did not train (their training diverged)" in summary
-    assert "> - run 1, 100%, Standard: training diverged at step 2" in summary
+    assert "> - run 1, 100%, Standard: training diverged at step 1" in summary
+    assert "- iterations trained: 2\n" in summary  # the failed task's 1 step is not a training length
+    everything_failed = report.summary_markdown(settings, [by_run[1]], {})
+    assert "FAILED: 1 of 1 task(s)" in everything_failed and "No finished runs yet." in everything_failed
 
 
 def test_train_writes_no_checkpoint_of_a_diverged_run(cohort_file, tmp_path, capsys):
@@ -227,3 +230,18 @@ def test_estimate_uses_the_median_step_of_an_injected_clock(samples, monkeypatch
     text = batching.format_estimate(found, settings)
     assert "20.0 ms/step alone" in text and "30.0 ms/model-step with 4 stacked" in text
     assert "batched is slower here: 0.67x the speed of task by task" in text
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_nan_checkpoint_is_refused_not_scored(command, checkpoint, cohort_file, tmp_path, capsys):
+    payload = torch.load(checkpoint, weights_only=True)
+    for name, tensor in payload["state_dict"].items():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    target = ["--data", str(cohort_file)] if command == "evaluate" else [str(tmp_path)]
+    assert cli.main([command, str(tmp_path / "nan.pt"), *target, "--device", "cpu", "-q", "--json", *(
+        [str(tmp_path / "m.json")] if command == "evaluate" else [])]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "holds NaN or Inf weights" in captured.err
+    assert not (tmp_path / "m.json").exists()

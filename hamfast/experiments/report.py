@@ -252,6 +252,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
     import hamfast
 
     rows = run_rows(results)
+    trained = [r for r in results if not r.get("failed")]
     finished_runs = sorted({r["run"] for r in results})
     title = "Experiment A: completeness of the training data" if settings.experiment == "a" else "Experiment B: test modality subsets"
     lines = [f"# {title}", ""]
@@ -300,7 +301,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         ("dropout masking", f"{settings.dropout_mode}" + (f", p {settings.dropout_p:g}" if settings.dropout_mode == "channel" else "")
          + f", own pattern kept with probability {settings.dropout_keep:g}"),
         ("stopping", stop),
-        ("iterations trained", _iterations_text(results) if results else None),
+        ("iterations trained", _iterations_text(trained) if trained else None),
         ("slice size", f"{settings.size} px" if settings.size else "the data's own"),
         ("device", ", ".join(devices) if devices else None),
         ("compute", f"{sum(r['seconds'] for r in results) / 60:.1f} min summed over tasks" if results else None),
