@@ -17,6 +17,8 @@ __all__ = [
     "check_data_path",
     "count_brats_cases",
     "check_network_fits",
+    "check_checkpoint_size",
+    "MAX_SLICE_SIZE",
     "training_memory",
     "cohort_memory",
     "available_memory",
@@ -133,6 +135,38 @@ def check_network_fits(side: int, widths: Sequence[int], kernel_size: int, optio
             f"conv + 3x3/2 max-pool, which need at least {smallest}x{smallest}; give --size {smallest} or more, "
             "or fewer/smaller blocks (--widths, --kernel-size)"
         )
+
+
+# The largest slice side a checkpoint's reader settings may ask for: far above any MRI slice (BraTS:
+# 240 px), far below what would take minutes to allocate.
+MAX_SLICE_SIZE = 4096
+
+
+def check_checkpoint_size(size, widths: Sequence[int], kernel_size: int, method: str, batch_size: int,
+                          what: str, device: str = "cpu") -> None:
+    """Range and memory check of a checkpoint's slice side before any case is read at it.
+
+    Args:
+        size: the reader's slice side from the checkpoint (int px, or None: native size).
+        widths, kernel_size, method: the checkpoint's network (sets the smallest side and the memory).
+        batch_size: samples per forward pass of the prediction.
+        what: names the checkpoint in the message.
+        device: where the prediction runs.
+
+    Raises:
+        ValueError: one line: the size is not an int in [the network's smallest input,
+            MAX_SLICE_SIZE], or one case at that size and a forward pass need more memory than is free.
+    """
+    from hamfast.models import min_input_size
+
+    if size is None:
+        return
+    smallest = min_input_size(len(widths), kernel_size)
+    if isinstance(size, bool) or not isinstance(size, int) or not smallest <= size <= MAX_SLICE_SIZE:
+        raise ValueError(f"{what}: its slice size {size!r} is out of range: it must be an integer in "
+                         f"[{smallest}, {MAX_SLICE_SIZE}] px (the checkpoint is damaged or was edited)")
+    check_memory(cohort_memory(batch_size, size) + training_memory(size, widths, kernel_size, batch_size, [method]),
+                 f"{what}: predicting at its slice size {size} px", device)
 
 
 def _conv_outputs(side: int, widths: Sequence[int], kernel_size: int) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 import hamfast
 from hamfast.experiments.config import (
     ALL_SUBSETS,
+    COMPLETE,
     DEMO_OVERRIDES,
     PAPER_SUBSETS,
     EXPERIMENT_METHODS,
@@ -38,6 +39,7 @@ from hamfast.experiments.config import (
     subset_label,
 )
 from hamfast.checks import (
+    check_checkpoint_size,
     check_data_path,
     check_memory,
     check_network_fits,
@@ -121,6 +123,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _learning_rate(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -186,7 +195,8 @@ def _add_model_options(parser, defaults: dict) -> None:
     group.add_argument("--hidden", type=_positive_int, default=defaults.get("hidden"), help="HAM hypernetwork width")
     group.add_argument("--kernel-size", type=_positive_int, default=defaults.get("kernel_size"), help="conv kernel side")
     group.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size"), help="samples per step")
-    group.add_argument("--lr", type=float, default=defaults.get("lr"), help="learning rate (RMSprop for HAM, Adam otherwise)")
+    group.add_argument("--lr", type=_learning_rate, default=defaults.get("lr"),
+                       help="learning rate (RMSprop for HAM, Adam otherwise), a finite number > 0")
     group.add_argument("--schedule", choices=SCHEDULES, default=defaults.get("schedule"),
                        help="HAM's pattern schedule: paper (one pattern for n_it steps, each batch from the cases that "
                        "have it, masked down to it), paper-exact (the same, from the cases whose own pattern it is) "
@@ -299,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache (read with the checkpoint's settings)")
     p.add_argument("--cases", choices=("held-out", "all"), default="held-out", help="which cases to evaluate")
-    p.add_argument("--subsets", default="all15", help="all15, paper (Table 2's seven) or a comma list like t1+t2,flair")
+    p.add_argument("--subsets", default="all15",
+                   help="all15 (every subset), paper (Table 2's seven) or a comma list like t1+t2,flair,all "
+                   "(all: the complete set, as the table labels it)")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
     _add_device(p)
@@ -378,7 +390,9 @@ def _add_experiment_parser(sub) -> None:
                    "the mixed schedule with a pattern per case (--mixed-groups 0), ham-frozen is the frozen-hypernetwork control, so HAM variants can be compared in one study")
     p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
-    p.add_argument("--subsets", default=None, help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair")
+    p.add_argument("--subsets", default=None,
+                   help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair,all (all: the "
+                   "complete set)")
     p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
     p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run (quick), or one for all runs (paper)")
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
@@ -412,10 +426,12 @@ def _add_study_options(parser) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``hamfast`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
+    logging_flags = ("-v", "--verbose", "-q", "--quiet")
+    if "bench" in argv and all(a in logging_flags for a in argv[: argv.index("bench")]):
         from hamfast import bench
 
-        return bench.main(argv[1:]) or 0
+        at = argv.index("bench")  # -v/-q before `bench` go on to it, as for the other subcommands
+        return bench.main(argv[:at] + argv[at + 1 :]) or 0
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(
@@ -523,6 +539,7 @@ def _cmd_prepare(args) -> int:
 def _cmd_train(args) -> int:
     from hamfast import data
     from hamfast.training import TrainConfig, save_checkpoint, train
+    from hamfast.training.divergence import DivergenceError
 
     # Everything that can fail is checked before the cohort is read and the model trained.
     device = resolve_device(args.device)
@@ -563,7 +580,10 @@ def _cmd_train(args) -> int:
     )
     log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
              len(train_idx), int(available.all(1).sum()), device)
-    result = train(config, cohort.images[train_idx], available, cohort.labels[train_idx], progress=not args.quiet)
+    try:
+        result = train(config, cohort.images[train_idx], available, cohort.labels[train_idx], progress=not args.quiet)
+    except DivergenceError as exc:
+        raise CommandError(f"{exc}; no checkpoint written") from None
     # The data settings travel in the checkpoint's history, so predict/evaluate preprocess the same way.
     result.history["data"] = {
         "source": str(args.data),
@@ -587,20 +607,27 @@ def _parse_subsets(text: str) -> tuple[str, ...]:
         return PAPER_SUBSETS
     if text == "all15":
         return ALL_SUBSETS
-    try:
-        return tuple(parse_subset(part) for part in text.split(","))
+    try:  # "all": the complete set, the name the tables print for it
+        return tuple(COMPLETE if part.strip() == "all" else parse_subset(part) for part in text.split(","))
     except ValueError as exc:
         raise CommandError(f"--subsets: {exc}") from None
 
 
-def _load_checkpoint(path: Path, device: str):
+def _load_checkpoint(path: Path, device: str, batch_size: int):
+    """The checkpoint's TrainResult, its data settings checked (the slice size: range and memory for
+    ``batch_size`` samples per forward pass) before any case is read."""
     from hamfast.training import load_checkpoint
 
     if not path.is_file():
         raise CommandError(f"checkpoint {path}: no such file")
     result = load_checkpoint(path, map_location=device)
-    if "data" not in result.history:
+    data = result.history.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("reader_settings"), dict) \
+            or not isinstance(data.get("test_ids"), list):
         raise CommandError(f"checkpoint {path} carries no data settings (it was not written by `hamfast train`)")
+    config = result.config
+    check_checkpoint_size(data["reader_settings"].get("size"), config.widths, config.kernel_size, config.method,
+                          batch_size, f"checkpoint {path}", device)
     return result
 
 
@@ -612,7 +639,7 @@ def _cmd_evaluate(args) -> int:
     subsets = _parse_subsets(args.subsets)
     if args.json is not None:
         check_output_file(args.json, "--json")
-    result = _load_checkpoint(args.checkpoint, device)
+    result = _load_checkpoint(args.checkpoint, device, batch_size=64)
     check_data_path(args.data)
     info = result.history["data"]
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **info["reader_settings"])
@@ -655,7 +682,7 @@ def _cmd_predict(args) -> int:
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
-    result = _load_checkpoint(args.checkpoint, device)
+    result = _load_checkpoint(args.checkpoint, device, batch_size=1)
     reader = result.history["data"]["reader_settings"]
     accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
     dropped: dict = {}
@@ -668,13 +695,16 @@ def _cmd_predict(args) -> int:
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
+    if not np.isfinite(probs).all():  # predict_proba refuses them; never print NaN as a prediction
+        raise CommandError(f"{args.case_dir}: the model gives non-finite probabilities {probs}")
     short, long = reader.get("survival_thresholds", (300, 450))
     ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
         print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
                           "no_signal_reasons": dropped, "slice_index": int(index),
-                          "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]}))
+                          "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]},
+                         allow_nan=False))
         return 0
     not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
     print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "

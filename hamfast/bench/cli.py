@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -11,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from hamfast.bench.config import BENCHES, DTYPES, IMPLS, PASSES, PRESETS, BenchConfig
-from hamfast.bench.report import format_report, merge_results
+from hamfast.bench.report import format_report, load_result, merge_results
 from hamfast.bench.runner import run
 from hamfast.files import OutputPathError, check_output_file
 
@@ -88,9 +90,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="hamfast bench", description="Benchmark the grouped convolution and HAM's training step."
     )
     add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only errors and the result")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.table is not None:
-        print(format_report(merge_results([json.loads(path.read_text()) for path in args.table])))
+        try:
+            results = [load_result(path) for path in args.table]
+        except ValueError as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 2
+        print(format_report(merge_results(results)))
         return 0
     if args.out is None:
         parser.error("--out FILE.json is required for a run (or --table FILE.json to print a result)")
@@ -102,7 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_output_file(args.out, "--out")  # before the minutes of benchmarking, not after
     except OutputPathError as exc:
         parser.error(str(exc))
-    result = run(cfg, args.out)
+    with open(os.devnull, "w") if args.quiet else contextlib.nullcontext(sys.stderr) as log:
+        result = run(cfg, args.out, log=log)
     print(f"wrote {len(result['records'])} records to {args.out}", file=sys.stderr)
     return 0
 

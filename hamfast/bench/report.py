@@ -177,6 +177,55 @@ def target_checks(data: dict) -> list[dict]:
     return checks
 
 
+_HEADER_KEYS = {"device": str, "torch": str, "date": str, "config": dict, "ham_step": dict, "records": list}
+_RECORD_KEYS = {"conv": ("input", "B", "G", "pass", "layer", "impl", "ms_median"),
+                "ham_step": ("input", "B", "G", "impl", "samples_per_s", "peak_mem_mb")}
+
+
+def result_problem(data) -> Optional[str]:
+    """Why ``data`` (parsed JSON) is not a ``hamfast bench`` result that the tables can read, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    for key, kind in _HEADER_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            return f"no {key!r} ({kind.__name__})"
+    if not isinstance(data["config"].get("preset"), str) or not isinstance(data["ham_step"].get("widths"), list):
+        return "no config.preset or ham_step.widths"
+    for i, record in enumerate(data["records"]):
+        keys = _RECORD_KEYS.get(record.get("bench")) if isinstance(record, dict) else None
+        if keys is None:
+            return f"record {i} is not a conv or ham_step record"
+        missing = [k for k in keys if k not in record]
+        if missing:
+            return f"record {i} lacks {missing}"
+    return None
+
+
+def load_result(path) -> dict:
+    """Read one result file written by ``hamfast bench --out``.
+
+    Raises:
+        ValueError: one line naming the file: missing, unreadable, not JSON (e.g. truncated), or
+            not a bench result.
+    """
+    import json
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise ValueError(f"--table {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--table {path}: not a text file (a result of `hamfast bench --out` is JSON)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--table {path}: not valid JSON (truncated or damaged?): {exc}") from None
+    problem = result_problem(data)
+    if problem:
+        raise ValueError(f"--table {path} is not a result of `hamfast bench --out`: {problem}")
+    return data
+
+
 def merge_results(results: Sequence[dict]) -> dict:
     """One result from several runs (e.g. a full run split by input size): the first one's header,
     everyone's records and skips, complete only if all are."""

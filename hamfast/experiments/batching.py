@@ -29,6 +29,7 @@ __all__ = [
     "run_stacked",
     "default_batch_models",
     "estimate_study",
+    "median_step_seconds",
     "format_estimate",
     "model_bytes",
 ]
@@ -167,18 +168,21 @@ def estimate_study(
     *,
     batch_models: int,
     device: str = "cpu",
-    steps: int = 3,
-    warmup: int = 1,
+    steps: int = 7,
+    warmup: int = 2,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Time a few training steps per method, one model alone and ``batch_models`` stacked, and
     extrapolate the wall time of ``tasks``.
 
     Per method, the first task's data is trained for ``warmup + steps`` steps: once with
     :func:`~hamfast.training.train` and once with ``batch_models`` copies (different seeds) in
-    :func:`~hamfast.training.batched.train_batched`; the warm-up steps (and the model set-up) are
-    subtracted by timing ``warmup`` steps alone. The study's steps per method (tasks x (folds + 1)
-    x iterations under ``stop="cv"``, the maximum) then give the totals. Evaluation and HAM's
-    batch-norm recalibration are not included (a few per cent under ``cv``).
+    :func:`~hamfast.training.batched.train_batched`. ``timer`` is read once before the first step
+    and once after each step (the device synchronised first); a step's time is the difference of
+    two readings, the figure the median of the ``steps`` timed steps after the ``warmup`` ones: one
+    slow step (another process taking the CPU) does not move it, and it is never zero or negative.
+    The study's steps per method (tasks x (folds + 1) x iterations under ``stop="cv"``, the
+    maximum) then give the totals. Evaluation and HAM's batch-norm recalibration are not included.
 
     Returns:
         ``{"methods": {method: {"tasks", "steps", "seconds_per_step", "seconds_per_model_step_batched"}},
@@ -187,6 +191,8 @@ def estimate_study(
     from hamfast.training import train
     from hamfast.training.batched import batching_problem, train_batched
 
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
     if not tasks:
         return {"methods": {}, "sequential_seconds": 0.0, "batched_seconds": 0.0, "batch_models": batch_models, "device": device}
     methods: dict = {}
@@ -197,34 +203,36 @@ def estimate_study(
         inputs = task_inputs(mine[0], settings, samples, device)
         data = (inputs.images, inputs.available, inputs.labels)
 
-        def timed(fn) -> float:
-            begin = time.perf_counter()
-            fn()
-            _sync(device)
-            return time.perf_counter() - begin
-
-        def configs(count: int, iterations: int):
+        def configs(count: int):
             out = []
             for r in range(count):
                 config = copy.copy(inputs.config)
-                config.iterations, config.seed, config.recalibrate = iterations, config.seed + r, False
+                config.iterations, config.seed, config.recalibrate = warmup + steps, config.seed + r, False
                 out.append(config)
             return out
 
-        one = (timed(lambda: train(configs(1, warmup + steps)[0], *data))
-               - timed(lambda: train(configs(1, warmup)[0], *data))) / steps
-        stacked = configs(batch_models, warmup + steps)
+        def step_seconds(run: Callable[[Callable[..., None]], object]) -> float:
+            stamps = [timer()]
+
+            def stamp(*_) -> None:
+                _sync(device)
+                stamps.append(timer())
+
+            run(stamp)
+            return median_step_seconds(stamps, warmup)
+
+        one = step_seconds(lambda stamp: train(configs(1)[0], *data, callback=lambda *_: stamp(), eval_every=1))
+        stacked = configs(batch_models)
         if batch_models > 1 and batching_problem(stacked) is None:
-            many = (timed(lambda: train_batched(stacked, [data] * batch_models))
-                    - timed(lambda: train_batched(configs(batch_models, warmup), [data] * batch_models))) / steps
+            many = step_seconds(lambda stamp: train_batched(stacked, [data] * batch_models, on_step=stamp))
         else:
             many = one * batch_models
         total = len(mine) * task_steps(settings)
         methods[method] = {
             "tasks": len(mine),
             "steps": total,
-            "seconds_per_step": max(one, 0.0),
-            "seconds_per_model_step_batched": max(many, 0.0) / batch_models,
+            "seconds_per_step": one,
+            "seconds_per_model_step_batched": many / batch_models,
         }
     return {
         "methods": methods,
@@ -233,6 +241,24 @@ def estimate_study(
         "batch_models": batch_models,
         "device": device,
     }
+
+
+def median_step_seconds(stamps: Sequence[float], warmup: int) -> float:
+    """The median time of one step from timer readings taken before the first step and after each.
+
+    Args:
+        stamps: ``1 + warmup + steps`` readings of a monotonic clock, seconds.
+        warmup: leading steps left out (set-up, first-call costs).
+
+    Raises:
+        ValueError: fewer than one timed step, or readings that do not increase.
+    """
+    import statistics
+
+    durations = [b - a for a, b in zip(stamps[:-1], stamps[1:])][warmup:]
+    if not durations or min(durations) <= 0:
+        raise ValueError(f"cannot time the training steps: readings {list(stamps)} after {warmup} warm-up step(s)")
+    return statistics.median(durations)
 
 
 def format_estimate(estimate: dict, settings: ExperimentSettings) -> str:
@@ -246,6 +272,11 @@ def format_estimate(estimate: dict, settings: ExperimentSettings) -> str:
         )
     lines.append(f"  task by task (--batch-models 1): {_duration(estimate['sequential_seconds'])}")
     lines.append(f"  batched (--batch-models {estimate['batch_models']}): {_duration(estimate['batched_seconds'])}")
+    if estimate["sequential_seconds"] > 0 and estimate["batched_seconds"] > 0:
+        ratio = estimate["sequential_seconds"] / estimate["batched_seconds"]
+        verdict = "faster" if ratio > 1 else "slower"
+        lines.append(f"  batched is {verdict} here: {ratio:.2f}x the speed of task by task (medians of "
+                     "the timed steps)")
     lines.append("  (training steps only; evaluation and HAM's recalibration add a little; under stop cv the final "
                  "trainings are counted at the maximum length)")
     return "\n".join(lines)

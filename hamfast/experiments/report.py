@@ -336,6 +336,20 @@ def cv_cap_text(results: list[dict]) -> str:
     return f"{hits} of {total} CV choices hit the cap ({', '.join(by_method)})"
 
 
+def failed_text(results: list[dict]) -> list[str]:
+    """summary.md lines on the tasks that failed (their training diverged): named, with the
+    reason, and left out of every table (no score), so a cell may hold fewer runs."""
+    failed = [r for r in results if r.get("failed")]
+    if not failed:
+        return []
+    lines = [f"> **FAILED: {len(failed)} of {len(results)} task(s) did not train (their training diverged) and "
+             "have no score; they are left out of every table below, whose cells then average fewer runs:**"]
+    for r in failed:
+        name = f"run {r['run']}, {completeness_label(r['completeness'])}, {METHOD_LABELS.get(r['method'], r['method'])}"
+        lines.append(f"> - {name}: {r['failed']}")
+    return lines + [""]
+
+
 def _diagnostics_lines(settings: ExperimentSettings, results: list[dict]) -> list[str]:
     """HAM's hypernetwork per method: alive hidden units and distinct task models, at init and after training."""
     rows = []
@@ -383,12 +397,14 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
     import hamfast
 
     rows = run_rows(results)
+    trained = [r for r in results if not r.get("failed")]
     finished_runs = sorted({r["run"] for r in results})
     title = "Experiment A: completeness of the training data" if settings.experiment == "a" else "Experiment B: test modality subsets"
     lines = [f"# {title}", ""]
     warning = stats.few_runs_warning(len(finished_runs))
     if warning:
         lines += [f"> **Warning:** {warning}.", ""]
+    lines += failed_text(results)
     if not rows:
         lines += ["No finished runs yet.", ""]
     else:
@@ -437,7 +453,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         ("masking (Dropout and HAM's mixed schedule)", f"{settings.dropout_mode}" + (f", p {settings.dropout_p:g}" if settings.dropout_mode == "channel" else "")
          + f", own pattern kept with probability {settings.dropout_keep:g}"),
         ("stopping", stop),
-        ("iterations trained", _iterations_text(results) if results else None),
+        ("iterations trained", _iterations_text(trained) if trained else None),
         ("slice size", f"{settings.size} px" if settings.size else "the data's own"),
         ("device", ", ".join(devices) if devices else None),
         ("compute", f"{sum(r['seconds'] for r in results) / 60:.1f} min summed over tasks" if results else None),

@@ -198,6 +198,8 @@ def _execute(pending: list[Task], settings: ExperimentSettings, samples: Samples
     all in this process, under one bar over training steps; else ``jobs > 1``: in worker
     processes; else one by one here. Both bars count what is pending and show the ETA.
     """
+    from hamfast.training.divergence import DivergenceError
+
     fn = task_fn or run_task  # looked up now, so tests can replace run_task
     if batch_models > 1:
         if jobs > 1:
@@ -208,10 +210,17 @@ def _execute(pending: list[Task], settings: ExperimentSettings, samples: Samples
                   unit="step", smoothing=0.05) as bar:
             finish = _recorder(out, bar, advance=0)
             for batch in batches:
+                tasks = batch.tasks
                 if batch.stacked:
-                    batching.run_stacked(batch.tasks, settings, samples, device=device, bar=bar, finish=finish)
-                    continue
-                for task in batch.tasks:
+                    try:
+                        batching.run_stacked(tasks, settings, samples, device=device, bar=bar, finish=finish)
+                        continue
+                    except DivergenceError as exc:
+                        # One stacked model diverged: the batch's unwritten tasks run one by one, so
+                        # the diverged one is recorded as failed and the others as usual.
+                        log.warning("%s; training the batch's unfinished tasks one by one", exc)
+                        tasks = [t for t in tasks if not (out / TASKS_DIR / f"{t.name}.json").exists()]
+                for task in tasks:
                     finish(task, fn(task, settings, samples, device))
                     if bar is not None:
                         bar.update(steps)

@@ -39,6 +39,7 @@ __all__ = [
     "run_task",
     "task_inputs",
     "task_result",
+    "failed_result",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,18 +169,36 @@ def run_task(task: Task, settings: ExperimentSettings, samples: Samples, device:
     """
     from hamfast.experiments.stopping import cross_validate_iterations
     from hamfast.training import train
+    from hamfast.training.divergence import DivergenceError
 
     start = time.perf_counter()
     inputs = task_inputs(task, settings, samples, device)
     config = inputs.config
     cv = None
-    if settings.stop == "cv":
-        cv = cross_validate_iterations(
-            config, inputs.images, inputs.available, inputs.labels, folds=settings.cv_folds, eval_every=settings.cv_every
-        )
-        config.iterations = cv.iterations
-    result = train(config, inputs.images, inputs.available, inputs.labels)
+    try:
+        if settings.stop == "cv":
+            cv = cross_validate_iterations(
+                config, inputs.images, inputs.available, inputs.labels, folds=settings.cv_folds, eval_every=settings.cv_every
+            )
+            config.iterations = cv.iterations
+        result = train(config, inputs.images, inputs.available, inputs.labels)
+    except DivergenceError as exc:
+        log.warning("task %s failed: %s", task.name, exc)
+        return failed_result(task, settings, inputs, exc, time.perf_counter() - start, device)
     return task_result(task, settings, samples, inputs, result, cv, time.perf_counter() - start, device)
+
+
+def failed_result(task: Task, settings: ExperimentSettings, inputs: "TaskInputs", error: Exception, seconds: float,
+                  device: str) -> dict:
+    """The record of a task whose training diverged: ``failed`` holds the one-line reason, it has no
+    evaluations (no score enters the tables) and ``iterations`` is the step where it stopped."""
+    return {
+        "experiment": settings.experiment, "run": task.run, "seed": task.seed, "completeness": task.completeness,
+        "method": task.method, "iterations": int(getattr(error, "step", None) or 0), "cv": None, "loss": [],
+        "train_samples": int(len(inputs.train_idx)), "train_complete": int(inputs.available.all(1).sum()),
+        "seconds": round(seconds, 2), "device": str(device), "evaluations": [], "diagnostics": None,
+        "failed": str(error),
+    }
 
 
 @dataclass

@@ -4,6 +4,7 @@
 * :mod:`.checkpoints`: :func:`save_checkpoint`, :func:`load_checkpoint`;
 * :mod:`.batched`: :func:`~hamfast.training.batched.train_batched`, R models of one method trained as
   one stacked model (the same results as R calls of :func:`train`);
+* :mod:`.divergence`: NaN/Inf are errors (data, each step's loss and gradients, weights);
 * building blocks: batch/pattern sampling (:mod:`.sampling`), the loss (:mod:`.losses`) and HAM's
   precise per-pattern batch-norm statistics (:mod:`.recalibrate`).
 """

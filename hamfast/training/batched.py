@@ -41,7 +41,9 @@ from hamfast.training.trainer import (
     _batch,
     _recalibrate,
     _start_run,
+    check_model_finite,
 )
+from hamfast.training.divergence import checked_losses, gradients_finite
 
 Tensor = torch.Tensor
 
@@ -166,10 +168,12 @@ def train_batched(
         total = torch.stack(losses).sum()
         optimizer.zero_grad()
         total.backward()
+        grads_ok = gradients_finite(stacked.parameters())
         used = torch.zeros(len(members), dtype=torch.bool, device=device)
         used[active] = True
         optimizer.step(used, stacked.trunk_usage(owner, mu))
-        for r, value in zip(active, torch.stack(losses).tolist()):
+        values = checked_losses(torch.stack(losses), grads_ok, step, configs[0].lr, xs, models=active)
+        for r, value in zip(active, values):
             members[r].history["loss"].append(value)
             members[r].history["iterations"] = step
         if on_step is not None:
@@ -269,4 +273,5 @@ def _finish(m: _Member, stacked, r: int) -> None:
     stacked.copy_to(r, m.model)
     if m.recalibrated_at != m.history["iterations"]:
         _recalibrate(m.model, m.config, m.source, m.available, m.history["iterations"])
+    check_model_finite(m.model, m.config)
     m.result = TrainResult(m.model.eval(), m.config, m.history)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hamfast.files import write_atomic
+from hamfast.training.divergence import nonfinite_tensors
 from hamfast.training.trainer import TrainConfig, TrainResult, build_from_config
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint"]
@@ -44,6 +45,10 @@ def save_checkpoint(
     if not isinstance(config, TrainConfig):
         raise ValueError("config (a TrainConfig) is needed to save a bare model")
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {os.fspath(path)} not written: {len(bad)} weight tensor(s) hold NaN or Inf "
+                              f"(first: {bad[0]}); the model diverged")
     payload = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "history": history or {}, "state_dict": state}
     # Atomically: an interrupted save leaves the previous checkpoint, never half of one.
     write_atomic(path, lambda handle: torch.save(payload, handle))
@@ -82,15 +87,40 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
         raise CheckpointError(f"checkpoint {name} lacks {', '.join(missing)}")
     try:
         config = TrainConfig.from_dict(payload["config"])
-        model = build_from_config(config)
+        with torch.device("meta"):  # shapes only: nothing is allocated before the weights are known to fit
+            shapes = {key: tuple(t.shape) for key, t in build_from_config(config).state_dict().items()}
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {name} has an invalid config: {_first_line(exc)}") from None
+    state = payload["state_dict"]
+    misfit = _shape_problem(shapes, state)
+    if misfit:
+        raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
+                              f"widths {list(config.widths)}, kernel size {config.kernel_size}): {misfit}")
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {name} holds NaN or Inf weights ({len(bad)} tensor(s), first: {bad[0]}): "
+                              "the model diverged in training; it is refused")
+    model = build_from_config(config)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
                               f"widths {list(config.widths)}): {_state_dict_problem(exc)}") from None
     return TrainResult(model.to(map_location).eval(), config, payload["history"])
+
+
+def _shape_problem(expected: dict, state: dict) -> str:
+    """The first disagreement between the config's tensor shapes and the checkpoint's, or ''."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    for key, shape in expected.items():
+        if not isinstance(state[key], torch.Tensor):
+            return f"{key} is not a tensor"
+        if tuple(state[key].shape) != shape:
+            return f"{key} is {list(state[key].shape)} where the config gives {list(shape)}"
+    return ""
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -45,6 +46,13 @@ from hamfast.models import BACKENDS, METHODS, NORMS, HAM, FeatImpute, build_mode
 from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.models.inputs import mask_missing
 from hamfast.patterns import NUM_MODALITIES
+from hamfast.training.divergence import (
+    DivergenceError,
+    check_inputs_finite,
+    checked_losses,
+    gradients_finite,
+    nonfinite_tensors,
+)
 from hamfast.training.losses import class_weights, focal_loss
 from hamfast.training.recalibrate import recalibrate_pattern_norms, recalibrated_copy
 from hamfast.training.sampling import DROPOUT_MODES, make_sampler
@@ -54,6 +62,7 @@ Tensor = torch.Tensor
 __all__ = [
     "PRECISIONS",
     "SCHEDULES",
+    "SIZE_LIMITS",
     "TrainConfig",
     "TrainResult",
     "train",
@@ -65,6 +74,10 @@ __all__ = [
 
 SCHEDULES = ("paper", "paper-exact", "mixed")
 PRECISIONS = ("fp32", "tf32", "bf16")
+# Upper bounds of the fields that size memory, far above any sensible run (the paper: widths 64-512,
+# 5x5 kernels, batch 16), so a hand-edited config or checkpoint fails at once instead of after
+# minutes of allocation.
+SIZE_LIMITS = {"widths": 8192, "kernel_size": 31, "hidden": 1024, "num_classes": 1000, "batch_size": 65536}
 
 
 @dataclass
@@ -162,8 +175,12 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "n_it", "num_classes", "hidden", "kernel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name, most in SIZE_LIMITS.items():
+            values = self.widths if name == "widths" else (getattr(self, name),)
+            if not values or any(v < 1 or v > most for v in values):
+                raise ValueError(f"{name} must lie in [1, {most}] (it sizes memory), got {getattr(self, name)}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.ham_norm not in NORMS:
             raise ValueError(f"ham_norm must be one of {NORMS}, got {self.ham_norm!r}")
         if self.dropout_mode not in DROPOUT_MODES:
@@ -303,6 +320,7 @@ class _RunStart:
 
 
 def _start_run(config: TrainConfig, images: Tensor, available: Tensor, labels: Tensor, device) -> _RunStart:
+    check_inputs_finite(images, available)
     sampler = _make_sampler(config, available)
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
@@ -341,6 +359,12 @@ def train(
     Returns:
         A :class:`TrainResult`; the model is in eval mode.
 
+    Raises:
+        ValueError: NaN or Inf in a present modality of ``images`` (before the first step).
+        DivergenceError: (a ``ValueError``, :mod:`hamfast.training.divergence`) the first step
+            whose loss or gradient is not finite, or weights that end non-finite; one line naming
+            the step and the likely cause. Nothing is returned, so nothing can be saved.
+
     The same config (seed) gives the same loss history on CPU.
     """
     images, available, labels = _as_inputs(images, available, labels)
@@ -372,8 +396,9 @@ def train(
                 loss = _step_loss(model, loss_fn, x, mu, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grads_ok = gradients_finite(model.parameters())
             optimizer.step()
-            history["loss"].append(loss.item())
+            history["loss"].extend(checked_losses(loss, grads_ok, iteration, config.lr, [x]))
             history["iterations"] = iteration
             if bar is not None:
                 bar.update(1)
@@ -391,7 +416,16 @@ def train(
             bar.close()
     if recalibrated_at != history["iterations"]:
         _recalibrate(model, config, source, available, history["iterations"])
+    check_model_finite(model, config)
     return TrainResult(model.eval(), config, history)
+
+
+def check_model_finite(model: nn.Module, config: TrainConfig) -> None:
+    """Raise :class:`DivergenceError` when a weight or buffer of the trained model is NaN or Inf."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise DivergenceError(f"training diverged: {len(bad)} weight tensor(s) hold NaN or Inf after training "
+                              f"(first: {bad[0]}); likely cause: the learning rate {config.lr:g} is too high")
 
 
 @contextlib.contextmanager
@@ -449,6 +483,9 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
 
     Returns:
         float32 [N, num_classes] on the CPU, rows summing to 1.
+
+    Raises:
+        DivergenceError: (a ``ValueError``) a probability is NaN or Inf.
     """
     images, available = _as_inputs(images, available)
     if batch_size < 1:
@@ -478,4 +515,9 @@ def _predict(model: nn.Module, images: Tensor, available: Tensor, batch_size: in
         torch.softmax(model(images[i : i + batch_size].to(device), available[i : i + batch_size].to(device)), 1)
         for i in range(0, images.shape[0], batch_size)
     ]
-    return torch.cat(chunks).float().cpu()
+    probs = torch.cat(chunks).float().cpu()
+    bad = ~torch.isfinite(probs).all(1)
+    if bool(bad.any()):  # never NaN probabilities (a NaN argmax would pass for class 0)
+        raise DivergenceError(f"the model gives NaN or Inf probabilities for {int(bad.sum())} of {probs.shape[0]} "
+                              f"sample(s) (first: {int(bad.nonzero()[0])}): its weights or the input are not usable")
+    return probs
