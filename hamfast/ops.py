@@ -404,8 +404,8 @@ def _reference_with_plan(
         conv_output_size(x.shape[2], kh, stride, padding),
         conv_output_size(x.shape[3], kw, stride, padding),
     )
-    if x.shape[0] == 0:
-        return x.new_zeros(out_shape)
+    if 0 in (x.shape[0], x.shape[1], cout):
+        return _zero_extent_reference(x, weight, bias, plan, out_shape)
     offsets = plan.offsets.tolist()
     per_group = [
         F.conv2d(x[plan.order[start:end]], weight[g], None if bias is None else bias[g], stride, padding)
@@ -414,6 +414,20 @@ def _reference_with_plan(
     ]
     # per_group holds the samples in plan order; one gather puts them back in the caller's order.
     return torch.cat(per_group)[torch.argsort(plan.order)]
+
+
+def _zero_extent_reference(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: GroupPlan, out_shape: tuple
+) -> Tensor:
+    """The reference for a zero-sized B, Cin or Cout (``F.conv2d`` refuses Cout = 0 and returns no
+    channels for Cin = 0): ``bias[group[b]]`` on every pixel when Cin = 0 (zeros without bias),
+    otherwise an empty [B, Cout, Ho, Wo]. Still connected to x, weight and bias, so their gradients
+    are zeros, as the compiled op gives."""
+    # x.sum() and weight.sum() are 0 whenever the output has elements (then Cin = 0: both are empty).
+    out = (x.sum() + weight.sum()) * 0
+    if bias is not None:
+        out = out + bias[plan.group].view(x.shape[0], out_shape[1], 1, 1)
+    return out.expand(out_shape).contiguous()
 
 
 # ---- registration of the compiled op's fake (meta) kernel and autograd formula ----------------

@@ -108,7 +108,7 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& weight, const std:
 at::Tensor grouped_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
-  if (geo.batch == 0) return at::empty({0, geo.out_channels, geo.out_height, geo.out_width}, x.options());
+  if (has_zero_extent(geo)) return zero_extent_forward(x, bias, order, offsets, geo);
   const auto choice = choose_for(Pass::Forward, geo, offsets);
   RECORD_FUNCTION(cpu::record_label(Pass::Forward, choice.path), std::vector<c10::IValue>());
   return forward_cpu(x, weight, bias, order, offsets, geo, choice.path);
@@ -118,7 +118,7 @@ at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const a
                                              const at::Tensor& order, const at::Tensor& offsets,
                                              at::IntArrayRef input_size, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
-  if (geo.batch == 0) return at::empty(input_size, grad_out.options());
+  if (has_zero_extent(geo)) return zero_extent_backward_input(grad_out, input_size);
   const auto choice = choose_for(Pass::GradInput, geo, offsets);
   RECORD_FUNCTION(cpu::record_label(Pass::GradInput, choice.path), std::vector<c10::IValue>());
   // convolution_backward reads only the sizes of `input` when asked for the input gradient alone.
@@ -146,7 +146,7 @@ at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const 
                                               const at::Tensor& order, const at::Tensor& offsets,
                                               at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
-  if (geo.batch == 0) return at::zeros(weight_size, x.options());
+  if (has_zero_extent(geo)) return zero_extent_backward_weight(x, weight_size);
   const auto choice = choose_for(Pass::GradWeight, geo, offsets);
   RECORD_FUNCTION(cpu::record_label(Pass::GradWeight, choice.path), std::vector<c10::IValue>());
   // Likewise only the sizes of `weight` are read for the weight gradient.
