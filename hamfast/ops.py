@@ -165,6 +165,37 @@ def _check_plan_contents(plan: GroupPlan, batch: int) -> None:
     raise ValueError(f"plan.order must be a permutation of 0..B-1, sample {twice} is listed twice")
 
 
+# group tensors known to equal a plan's group, keyed by the group tensor: (plan.group, version).
+_AGREEING_GROUPS = WeakIdKeyDictionary()
+
+
+def _check_group_agrees(group, plan: GroupPlan, x: Tensor) -> None:
+    """``group`` passed together with ``plan`` must be the batch the plan was made for.
+
+    Sizes and device are compared for free; the values once per (group tensor, plan) pair (one host
+    sync on CUDA), then remembered until either tensor is edited in place. Passing ``plan.group``
+    itself, or ``group=None``, costs nothing.
+    """
+    if not isinstance(group, Tensor) or group.dim() != 1:
+        raise ValueError(f"group must be a 1-D integer tensor [B], got {_describe(group)}")
+    if group.numel() != plan.group.numel():
+        raise ValueError(
+            f"group has B={group.numel()} samples but the plan was made for B={plan.group.numel()}: "
+            "pass the plan of this batch (or group=None)"
+        )
+    if group.device != plan.group.device:
+        raise ValueError(f"group is on {group.device} but the plan is on {plan.group.device}")
+    if x.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    entry = _AGREEING_GROUPS.get(group)
+    version = None if group.is_inference() else group._version
+    if entry is not None and entry[0]() is plan.group and entry[1] == (version, _versions(plan)):
+        return
+    if not torch.equal(group.long(), plan.group):
+        raise ValueError("group differs from plan.group: the plan was made for another batch (pass this batch's plan, or group=None)")
+    _AGREEING_GROUPS[group] = (weakref.ref(plan.group), (version, _versions(plan)))
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis (no dilation)."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -248,6 +279,8 @@ def _resolve_plan(group: Optional[Tensor], weight: Tensor, x: Tensor, plan: Opti
     for name in ("group", "order", "offsets"):
         if getattr(plan, name).device != x.device:
             raise ValueError(f"plan/group is on {getattr(plan, name).device} but x is on {x.device}")
+    if group is not None and group is not plan.group:
+        _check_group_agrees(group, plan, x)
     if x.device.type != "meta" and not torch.compiler.is_compiling() and not _known_valid(plan):
         # A hand-made (or edited) plan: one check of its values, then remembered, so the layers of
         # a network that reuse it add no host sync.
@@ -274,7 +307,9 @@ def grouped_conv2d(
         x: [B, Cin, H, W]; float32, float64, bfloat16 or float16 (CPU and CUDA).
         weight: [G, Cout, Cin, kh, kw], same dtype and device as ``x``.
         bias: [G, Cout] or None, same dtype and device as ``x``.
-        group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given.
+        group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given; when
+            both are given they must agree (checked once per group tensor and plan, one host sync
+            on CUDA, then remembered; ``group=plan.group`` or None costs nothing).
         stride: the same along both spatial axes.
         padding: zero padding, the same on all four sides.
         plan: from :func:`make_group_plan` (reuse it across the layers of a network).

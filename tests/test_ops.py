@@ -367,6 +367,35 @@ def test_hand_made_plan_is_checked_once_and_again_after_an_edit(monkeypatch):
     assert len(calls) == 2
 
 
+def test_group_given_with_a_plan_must_be_the_plans_batch(monkeypatch):
+    """Issue 18: the op used to ignore group when a plan was given."""
+    x, weight, bias, group, stride, padding = make_case("fifteen_groups_some_empty", "cpu")
+    plan = make_group_plan(group, weight.shape[0])
+    other_batch = make_group_plan(torch.cat([group, group[:1]]), weight.shape[0])
+    with pytest.raises(ValueError, match=f"plan covers {group.numel() + 1} samples, x has B={group.numel()}"):
+        grouped_conv2d(x, weight, bias, group, stride, padding, plan=other_batch)
+    with pytest.raises(ValueError, match=f"group has B={group.numel() - 1} samples but the plan was made for B={group.numel()}"):
+        grouped_conv2d(x, weight, bias, group[1:], stride, padding, plan=plan)
+    shuffled = group.flip(0)
+    assert not torch.equal(shuffled, group)
+    with pytest.raises(ValueError, match="the plan was made for another batch"):
+        grouped_conv2d(x, weight, bias, shuffled, stride, padding, plan=plan)
+    # An equal copy is accepted and checked once; an in-place edit of it is checked again.
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    copy = group.clone()
+    want = grouped_conv2d(x, weight, bias, None, stride, padding, plan=plan)
+    for _ in range(3):
+        assert real_equal(grouped_conv2d(x, weight, bias, copy, stride, padding, plan=plan), want)
+    assert len(compared) == 1
+    copy[0] = (copy[0] + 1) % weight.shape[0]
+    with pytest.raises(ValueError, match="another batch"):
+        grouped_conv2d(x, weight, bias, copy, stride, padding, plan=plan)
+    grouped_conv2d(x, weight, bias, plan.group, stride, padding, plan=plan)  # the plan's own group: no compare
+    assert len(compared) == 2
+
+
 @requires_extension
 @requires_cuda
 @pytest.mark.cuda
