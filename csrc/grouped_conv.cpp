@@ -3,6 +3,8 @@
 // themselves; autograd and the fake (meta) kernels are registered from hamfast/ops.py.
 #include "grouped_conv.h"
 
+#include "autotune.h"
+
 #include <Python.h>
 #include <c10/util/safe_numerics.h>
 #include <torch/library.h>
@@ -195,6 +197,8 @@ TORCH_LIBRARY(hamfast, m) {
       "grouped_conv2d_backward_weight(Tensor grad_out, Tensor x, Tensor order, Tensor offsets, int[] weight_size, "
       "int stride, int padding) -> Tensor");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
+  // Forgets every measured choice (autotune.h): the next call per signature measures again.
+  m.def("autotune_clear() -> ()", [] { autotune::clear(); });
 }
 
 }  // namespace hamfast

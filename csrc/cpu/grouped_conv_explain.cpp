@@ -50,7 +50,8 @@ std::string grouped_conv2d_explain_cpu(const at::Tensor& x, const at::Tensor& we
       text << cpu::pass_name(pass) << ": none (a zero-sized batch or channel dimension: no kernel runs)\n";
       continue;
     }
-    const auto choice = cpu::choose(pass, geo, stats, threads);
+    bool measure_first = false;
+    const auto choice = cpu::decide(pass, geo, stats, threads, x.scalar_type(), &measure_first);
     text << cpu::pass_name(pass) << ": " << cpu::path_name(choice.path) << " (" << choice.reason << ")\n";
   }
   return text.str();
