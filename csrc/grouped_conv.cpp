@@ -3,6 +3,8 @@
 // themselves; autograd and the fake (meta) kernels are registered from hamfast/ops.py.
 #include "grouped_conv.h"
 
+#include "autotune.h"
+
 #include <Python.h>
 #include <c10/util/safe_numerics.h>
 #include <torch/library.h>
@@ -154,6 +156,36 @@ ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Te
   return geo;
 }
 
+at::Tensor plan_sample_groups(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo) {
+  const auto pos = at::arange(geo.batch, order.options());
+  const auto group_of_pos = at::searchsorted(offsets.slice(0, 1), pos, /*out_int32=*/false, /*right=*/true)
+                                .clamp_max(geo.groups - 1);
+  return at::zeros({geo.batch}, order.options()).scatter_(0, order.clamp(0, geo.batch - 1), group_of_pos);
+}
+
+bool has_zero_extent(const ConvGeometry& geo) {
+  return geo.batch == 0 || geo.in_channels == 0 || geo.out_channels == 0;
+}
+
+at::Tensor zero_extent_forward(const at::Tensor& x, const std::optional<at::Tensor>& bias, const at::Tensor& order,
+                               const at::Tensor& offsets, const ConvGeometry& geo) {
+  const std::vector<int64_t> out_size{geo.batch, geo.out_channels, geo.out_height, geo.out_width};
+  if (geo.batch == 0 || geo.out_channels == 0 || !bias.has_value()) return at::zeros(out_size, x.options());
+  // Cin = 0: the convolution sums over nothing, so every pixel holds its group's bias.
+  return bias->index_select(0, plan_sample_groups(order, offsets, geo))
+      .view({geo.batch, geo.out_channels, 1, 1})
+      .expand(out_size)
+      .contiguous();
+}
+
+at::Tensor zero_extent_backward_input(const at::Tensor& grad_out, at::IntArrayRef input_size) {
+  return at::zeros(input_size, grad_out.options());
+}
+
+at::Tensor zero_extent_backward_weight(const at::Tensor& x, at::IntArrayRef weight_size) {
+  return at::zeros(weight_size, x.options());
+}
+
 TORCH_LIBRARY(hamfast, m) {
   m.def(
       "grouped_conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor order, Tensor offsets, int stride, int padding) "
@@ -165,6 +197,8 @@ TORCH_LIBRARY(hamfast, m) {
       "grouped_conv2d_backward_weight(Tensor grad_out, Tensor x, Tensor order, Tensor offsets, int[] weight_size, "
       "int stride, int padding) -> Tensor");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
+  // Forgets every measured choice (autotune.h): the next call per signature measures again.
+  m.def("autotune_clear() -> ()", [] { autotune::clear(); });
 }
 
 }  // namespace hamfast

@@ -38,4 +38,19 @@ ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Te
                                         const at::Tensor& offsets, at::IntArrayRef weight_size, int64_t stride,
                                         int64_t padding);
 
+// int64 [batch]: the group of every sample in the caller's order, computed with tensor ops on the
+// plan's device (no host sync): plan position p lies in group #{g : offsets[g + 1] <= p}.
+// Out-of-range plan entries are clamped, as the kernels tolerate them.
+at::Tensor plan_sample_groups(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo);
+
+// Calls with a zero-sized batch or channel dimension run no kernel (every backend, before its
+// dispatcher): the results are the empty reductions. Forward: [B, Cout, Ho, Wo] = bias[group[b]]
+// when Cin = 0 (zeros without bias), empty otherwise; grad-input: zeros of input_size (empty
+// unless Cout = 0); grad-weight: zeros of weight_size (empty unless B = 0).
+bool has_zero_extent(const ConvGeometry& geo);
+at::Tensor zero_extent_forward(const at::Tensor& x, const std::optional<at::Tensor>& bias, const at::Tensor& order,
+                               const at::Tensor& offsets, const ConvGeometry& geo);
+at::Tensor zero_extent_backward_input(const at::Tensor& grad_out, at::IntArrayRef input_size);
+at::Tensor zero_extent_backward_weight(const at::Tensor& x, at::IntArrayRef weight_size);
+
 }  // namespace hamfast

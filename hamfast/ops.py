@@ -165,6 +165,37 @@ def _check_plan_contents(plan: GroupPlan, batch: int) -> None:
     raise ValueError(f"plan.order must be a permutation of 0..B-1, sample {twice} is listed twice")
 
 
+# group tensors known to equal a plan's group, keyed by the group tensor: (plan.group, version).
+_AGREEING_GROUPS = WeakIdKeyDictionary()
+
+
+def _check_group_agrees(group, plan: GroupPlan, x: Tensor) -> None:
+    """``group`` passed together with ``plan`` must be the batch the plan was made for.
+
+    Sizes and device are compared for free; the values once per (group tensor, plan) pair (one host
+    sync on CUDA), then remembered until either tensor is edited in place. Passing ``plan.group``
+    itself, or ``group=None``, costs nothing.
+    """
+    if not isinstance(group, Tensor) or group.dim() != 1:
+        raise ValueError(f"group must be a 1-D integer tensor [B], got {_describe(group)}")
+    if group.numel() != plan.group.numel():
+        raise ValueError(
+            f"group has B={group.numel()} samples but the plan was made for B={plan.group.numel()}: "
+            "pass the plan of this batch (or group=None)"
+        )
+    if group.device != plan.group.device:
+        raise ValueError(f"group is on {group.device} but the plan is on {plan.group.device}")
+    if x.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    entry = _AGREEING_GROUPS.get(group)
+    version = None if group.is_inference() else group._version
+    if entry is not None and entry[0]() is plan.group and entry[1] == (version, _versions(plan)):
+        return
+    if not torch.equal(group.long(), plan.group):
+        raise ValueError("group differs from plan.group: the plan was made for another batch (pass this batch's plan, or group=None)")
+    _AGREEING_GROUPS[group] = (weakref.ref(plan.group), (version, _versions(plan)))
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis (no dilation)."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -248,6 +279,8 @@ def _resolve_plan(group: Optional[Tensor], weight: Tensor, x: Tensor, plan: Opti
     for name in ("group", "order", "offsets"):
         if getattr(plan, name).device != x.device:
             raise ValueError(f"plan/group is on {getattr(plan, name).device} but x is on {x.device}")
+    if group is not None and group is not plan.group:
+        _check_group_agrees(group, plan, x)
     if x.device.type != "meta" and not torch.compiler.is_compiling() and not _known_valid(plan):
         # A hand-made (or edited) plan: one check of its values, then remembered, so the layers of
         # a network that reuse it add no host sync.
@@ -274,7 +307,9 @@ def grouped_conv2d(
         x: [B, Cin, H, W]; float32, float64, bfloat16 or float16 (CPU and CUDA).
         weight: [G, Cout, Cin, kh, kw], same dtype and device as ``x``.
         bias: [G, Cout] or None, same dtype and device as ``x``.
-        group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given.
+        group: int64 [B], values in [0, G), any order. May be None when ``plan`` is given; when
+            both are given they must agree (checked once per group tensor and plan, one host sync
+            on CUDA, then remembered; ``group=plan.group`` or None costs nothing).
         stride: the same along both spatial axes.
         padding: zero padding, the same on all four sides.
         plan: from :func:`make_group_plan` (reuse it across the layers of a network).
@@ -404,8 +439,8 @@ def _reference_with_plan(
         conv_output_size(x.shape[2], kh, stride, padding),
         conv_output_size(x.shape[3], kw, stride, padding),
     )
-    if x.shape[0] == 0:
-        return x.new_zeros(out_shape)
+    if 0 in (x.shape[0], x.shape[1], cout):
+        return _zero_extent_reference(x, weight, bias, plan, out_shape)
     offsets = plan.offsets.tolist()
     per_group = [
         F.conv2d(x[plan.order[start:end]], weight[g], None if bias is None else bias[g], stride, padding)
@@ -414,6 +449,20 @@ def _reference_with_plan(
     ]
     # per_group holds the samples in plan order; one gather puts them back in the caller's order.
     return torch.cat(per_group)[torch.argsort(plan.order)]
+
+
+def _zero_extent_reference(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: GroupPlan, out_shape: tuple
+) -> Tensor:
+    """The reference for a zero-sized B, Cin or Cout (``F.conv2d`` refuses Cout = 0 and returns no
+    channels for Cin = 0): ``bias[group[b]]`` on every pixel when Cin = 0 (zeros without bias),
+    otherwise an empty [B, Cout, Ho, Wo]. Still connected to x, weight and bias, so their gradients
+    are zeros, as the compiled op gives."""
+    # x.sum() and weight.sum() are 0 whenever the output has elements (then Cin = 0: both are empty).
+    out = (x.sum() + weight.sum()) * 0
+    if bias is not None:
+        out = out + bias[plan.group].view(x.shape[0], out_shape[1], 1, 1)
+    return out.expand(out_shape).contiguous()
 
 
 # ---- registration of the compiled op's fake (meta) kernel and autograd formula ----------------

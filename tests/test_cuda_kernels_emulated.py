@@ -58,6 +58,18 @@ def test_all_passes_and_precisions_match_direct_convolution_bitwise(checker):
 
 
 @needs_gxx
+def test_zero_sized_channels_and_batch_give_empty_or_bias_results(checker):
+    """Cin = 0 (FastDivmod(0) used to kill the process with SIGFPE), Cout = 0 (a zero-sized grid used
+    to be a launch error) and B = 0, on every path and tile: out = bias for Cin = 0, grad_x = 0 for
+    Cout = 0, grad_weight = 0 for B = 0, the rest empty."""
+    result = subprocess.run([str(checker), "zero"], capture_output=True, text=True, timeout=900)
+    print(result.stdout)
+    assert result.returncode == 0, f"exit {result.returncode}: " + result.stdout[-2000:] + result.stderr[-2000:]
+    assert "launch error" not in result.stdout
+    assert result.stdout.count("ok   ") == 3 * 3 * PATHS * 4
+
+
+@needs_gxx
 def test_16bit_conversions_round_like_torch(checker, tmp_path):
     rng = np.random.default_rng(0)
     edge = np.array([0.0, -0.0, 1.0, 65504.0, 65519.99, 65520.0, 1e30, -1e30, 2.0**-14, 2.0**-24, 2.0**-25,

@@ -271,6 +271,39 @@ def test_empty_batch(device):
     assert empty.grad.shape == empty.shape
 
 
+# (B, Cin, Cout): a zero-sized batch or channel dimension on every path (issue 21: Cin = 0 or
+# Cout = 0 used to kill a CUDA process with SIGFPE, and F.conv2d refuses Cout = 0).
+ZERO_EXTENTS = {"zero Cin": (3, 0, 5), "zero Cout": (3, 4, 0), "zero batch": (0, 4, 5), "all zero": (0, 0, 0)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fn", [grouped_conv2d, grouped_conv2d_reference], ids=["op", "reference"])
+@pytest.mark.parametrize("case", sorted(ZERO_EXTENTS))
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_zero_sized_channels_or_batch_give_empty_results(case, fn, device, with_bias):
+    batch, cin, cout = ZERO_EXTENTS[case]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, cin, 7, 6, generator=g).to(device).requires_grad_()
+    weight = torch.randn(3, cout, cin, 3, 3, generator=g).to(device).requires_grad_()
+    bias = torch.randn(3, cout, generator=g).to(device).requires_grad_() if with_bias else None
+    group = torch.tensor([2, 0, 2][:batch], dtype=torch.long, device=device)
+    out = fn(x, weight, bias, group, 2, 1)
+    assert out.shape == (batch, cout, 4, 3)
+    want = torch.zeros(out.shape, device=device)
+    if with_bias and batch:
+        want = want + bias.detach()[group][:, :, None, None]  # Cin = 0: the empty sum plus the bias
+    assert torch.equal(out.detach(), want)
+    grad_out = torch.randn(out.shape, generator=g).to(device)
+    out.backward(grad_out)
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    assert torch.equal(weight.grad, torch.zeros_like(weight))
+    if with_bias:
+        want_bias = torch.zeros_like(bias)
+        for b in range(batch):
+            want_bias[group[b]] += grad_out[b].sum((1, 2))
+        torch.testing.assert_close(bias.grad, want_bias)
+
+
 def bad_input_cases():
     x, weight, bias, group, _, _ = make_case("k3_pad1", "cpu")
     return {
@@ -332,6 +365,35 @@ def test_hand_made_plan_is_checked_once_and_again_after_an_edit(monkeypatch):
     with pytest.raises(ValueError, match="listed twice"):
         grouped_conv2d(x, weight, bias, None, stride, padding, plan=hand_made)
     assert len(calls) == 2
+
+
+def test_group_given_with_a_plan_must_be_the_plans_batch(monkeypatch):
+    """Issue 18: the op used to ignore group when a plan was given."""
+    x, weight, bias, group, stride, padding = make_case("fifteen_groups_some_empty", "cpu")
+    plan = make_group_plan(group, weight.shape[0])
+    other_batch = make_group_plan(torch.cat([group, group[:1]]), weight.shape[0])
+    with pytest.raises(ValueError, match=f"plan covers {group.numel() + 1} samples, x has B={group.numel()}"):
+        grouped_conv2d(x, weight, bias, group, stride, padding, plan=other_batch)
+    with pytest.raises(ValueError, match=f"group has B={group.numel() - 1} samples but the plan was made for B={group.numel()}"):
+        grouped_conv2d(x, weight, bias, group[1:], stride, padding, plan=plan)
+    shuffled = group.flip(0)
+    assert not torch.equal(shuffled, group)
+    with pytest.raises(ValueError, match="the plan was made for another batch"):
+        grouped_conv2d(x, weight, bias, shuffled, stride, padding, plan=plan)
+    # An equal copy is accepted and checked once; an in-place edit of it is checked again.
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    copy = group.clone()
+    want = grouped_conv2d(x, weight, bias, None, stride, padding, plan=plan)
+    for _ in range(3):
+        assert real_equal(grouped_conv2d(x, weight, bias, copy, stride, padding, plan=plan), want)
+    assert len(compared) == 1
+    copy[0] = (copy[0] + 1) % weight.shape[0]
+    with pytest.raises(ValueError, match="another batch"):
+        grouped_conv2d(x, weight, bias, copy, stride, padding, plan=plan)
+    grouped_conv2d(x, weight, bias, plan.group, stride, padding, plan=plan)  # the plan's own group: no compare
+    assert len(compared) == 2
 
 
 @requires_extension

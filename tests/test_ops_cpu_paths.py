@@ -113,6 +113,11 @@ def _explained_labels(text: str) -> set[str]:
 def test_explain_names_the_path_that_runs(cpu_path, name, path):
     x, weight, bias, group, stride, padding = make_case(name, torch.float32)
     cpu_path(path)
+
+    def run():
+        forward_and_grads(grouped_conv2d, x, weight, bias, group, stride, padding)
+
+    run()  # with autotune on, "auto" measures here and keeps its choice (tests/test_autotune.py)
     text = explain(x, weight, group, stride, padding)
     assert text.startswith("hamfast.grouped_conv2d on cpu, float32: B=")
     explained = _explained_labels(text)
@@ -120,10 +125,6 @@ def test_explain_names_the_path_that_runs(cpu_path, name, path):
     if path != "auto":
         assert all(label.endswith("_" + path) for label in explained), text
         assert "forced by HAMFAST_CPU_PATH" in text
-
-    def run():
-        forward_and_grads(grouped_conv2d, x, weight, bias, group, stride, padding)
-
     assert _profiled_labels(run) == explained
 
 

@@ -1,6 +1,8 @@
 // The CPU cost rule: which formulation (cpu_dispatch.h) runs each pass of a call.
 #include "cpu_dispatch.h"
 
+#include "../autotune.h"
+
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -121,6 +123,30 @@ Choice choose(Pass pass, const ConvGeometry& geo, const GroupStats& groups, int6
     return {Path::LoopParallel, why.str()};
   }
   return {Path::Loop, why.str()};
+}
+
+std::string tune_key(Pass pass, const ConvGeometry& geo, at::ScalarType dtype, int64_t threads) {
+  std::ostringstream key;
+  key << "cpu " << pass_name(pass) << " " << c10::toString(dtype) << " B<=" << autotune::batch_bucket(geo.batch)
+      << " G" << geo.groups << " " << geo.in_channels << "->" << geo.out_channels << " k" << geo.kernel_h << "x"
+      << geo.kernel_w << " s" << geo.stride << " p" << geo.padding << " " << geo.height << "x" << geo.width << " t"
+      << threads;
+  return key.str();
+}
+
+Choice decide(Pass pass, const ConvGeometry& geo, const GroupStats& groups, int64_t threads, at::ScalarType dtype,
+              bool* measure_first) {
+  *measure_first = false;
+  Path forced;
+  Choice rule = choose(pass, geo, groups, threads);
+  if (forced_path(&forced) || autotune::mode() == autotune::Mode::kOff) return rule;
+  if (const autotune::Result* kept = autotune::find(tune_key(pass, geo, dtype, threads))) {
+    return {static_cast<Path>(kept->winner), "autotuned for this signature: " + autotune::summary(*kept)};
+  }
+  *measure_first = true;
+  rule.reason = "not measured yet: the first call times loop, loop_parallel and fold and keeps the fastest; "
+                "the cost rule says: " + rule.reason;
+  return rule;
 }
 
 }  // namespace cpu

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 #include "../grouped_conv.h"
 
@@ -40,6 +41,17 @@ GroupStats group_stats(const at::Tensor& offsets);
 // threads (the rule does not depend on the dtype: every path runs the same ATen convolutions). HAMFAST_CPU_PATH=loop|loop_parallel|fold forces one path for
 // every pass (tests and benchmarks); "auto" or unset applies the cost rule.
 Choice choose(Pass pass, const ConvGeometry& geo, const GroupStats& groups, int64_t threads);
+
+// The path a call takes without measuring anything: forced by HAMFAST_CPU_PATH; else, with
+// HAMFAST_AUTOTUNE on (the default), the winner measured for this call's signature (tune_key);
+// else the cost rule (choose). *measure_first is set when autotune is on and the signature has
+// not been measured yet: the op then times every path once (autotune.h) and keeps the fastest.
+Choice decide(Pass pass, const ConvGeometry& geo, const GroupStats& groups, int64_t threads, at::ScalarType dtype,
+              bool* measure_first);
+
+// The autotune signature: pass, dtype, batch bucket, G, Cin, Cout, kernel, stride, padding, H, W
+// and the thread count.
+std::string tune_key(Pass pass, const ConvGeometry& geo, at::ScalarType dtype, int64_t threads);
 
 const char* pass_name(Pass pass);  // "forward", "grad-input", "grad-weight"
 const char* path_name(Path path);  // "loop", "loop_parallel", "fold"

@@ -1,12 +1,16 @@
 // CPU kernels of the grouped convolution, built from ATen convolutions (oneDNN for float32 and
 // bfloat16). Each pass runs one of three formulations (per-group loop, the same loop with groups
-// side by side, or the groups=B fold), chosen per call by cpu::choose (cpu_dispatch.cpp).
+// side by side, or the groups=B fold), chosen per call by cpu::decide (cpu_dispatch.cpp): measured
+// on the first call per shape signature (autotune.h), or the cost rule.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <torch/library.h>
 
+#include <chrono>
 #include <vector>
+
+#include "../autotune.h"
 
 #include "../grouped_conv.h"
 #include "cpu_dispatch.h"
@@ -77,8 +81,30 @@ void for_each_group(const at::Tensor& order, const at::Tensor& offsets, Path pat
   }
 }
 
-cpu::Choice choose_for(Pass pass, const ConvGeometry& geo, const at::Tensor& offsets) {
-  return cpu::choose(pass, geo, cpu::group_stats(offsets), at::get_num_threads());
+// Runs `pass` with the path cpu::decide gives; the first call with a new signature (autotune on)
+// first times every path through run(path) and keeps the fastest (autotune.h). The candidates run
+// outside the pass's profiler label, which names only the path that produces the result.
+template <typename Run>
+at::Tensor run_pass(Pass pass, const ConvGeometry& geo, const at::Tensor& offsets, at::ScalarType dtype, const Run& run) {
+  const int64_t threads = at::get_num_threads();
+  bool measure_first = false;
+  cpu::Choice choice = cpu::decide(pass, geo, cpu::group_stats(offsets), threads, dtype, &measure_first);
+  if (measure_first) {
+    constexpr int kReps = 3;
+    const auto& kept = autotune::tune(cpu::tune_key(pass, geo, dtype, threads),
+                                      {cpu::path_name(Path::Loop), cpu::path_name(Path::LoopParallel),
+                                       cpu::path_name(Path::Fold)},
+                                      kReps, [&](int candidate) {
+                                        const auto started = std::chrono::steady_clock::now();
+                                        run(static_cast<Path>(candidate));
+                                        return std::chrono::duration<double, std::milli>(
+                                                   std::chrono::steady_clock::now() - started)
+                                            .count();
+                                      });
+    choice.path = static_cast<Path>(kept.winner);
+  }
+  RECORD_FUNCTION(cpu::record_label(pass, choice.path), std::vector<c10::IValue>());
+  return run(choice.path);
 }
 
 // weight [G, Cout, Cin, kh, kw] gathered per sample and flattened to the groups=B layout [B*Cout, Cin, kh, kw].
@@ -108,21 +134,17 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& weight, const std:
 at::Tensor grouped_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
-  if (geo.batch == 0) return at::empty({0, geo.out_channels, geo.out_height, geo.out_width}, x.options());
-  const auto choice = choose_for(Pass::Forward, geo, offsets);
-  RECORD_FUNCTION(cpu::record_label(Pass::Forward, choice.path), std::vector<c10::IValue>());
-  return forward_cpu(x, weight, bias, order, offsets, geo, choice.path);
+  if (has_zero_extent(geo)) return zero_extent_forward(x, bias, order, offsets, geo);
+  return run_pass(Pass::Forward, geo, offsets, x.scalar_type(),
+                  [&](Path path) { return forward_cpu(x, weight, bias, order, offsets, geo, path); });
 }
 
-at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight,
-                                             const at::Tensor& order, const at::Tensor& offsets,
-                                             at::IntArrayRef input_size, int64_t stride, int64_t padding) {
-  const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
-  if (geo.batch == 0) return at::empty(input_size, grad_out.options());
-  const auto choice = choose_for(Pass::GradInput, geo, offsets);
-  RECORD_FUNCTION(cpu::record_label(Pass::GradInput, choice.path), std::vector<c10::IValue>());
+at::Tensor backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
+                              const at::Tensor& offsets, at::IntArrayRef input_size, const ConvGeometry& geo,
+                              Path path) {
+  const int64_t stride = geo.stride, padding = geo.padding;
   // convolution_backward reads only the sizes of `input` when asked for the input gradient alone.
-  if (choice.path == Path::Fold) {
+  if (path == Path::Fold) {
     const auto group = sample_groups(order, offsets);
     auto input_shape = at::empty({1, geo.batch * geo.in_channels, geo.height, geo.width}, grad_out.options());
     auto grads = at::convolution_backward(
@@ -132,7 +154,7 @@ at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const a
     return std::get<0>(grads).view(input_size);
   }
   auto grad_x = at::empty(input_size, grad_out.options());
-  for_each_group(order, offsets, choice.path, [&](const GroupSegment& s) {
+  for_each_group(order, offsets, path, [&](const GroupSegment& s) {
     auto input_shape = at::empty({s.index.size(0), geo.in_channels, geo.height, geo.width}, grad_out.options());
     auto grads = at::convolution_backward(gather_rows(grad_out, s.index), input_shape, weight.select(0, s.group),
                                           std::nullopt, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, 1,
@@ -142,15 +164,22 @@ at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const a
   return grad_x;
 }
 
-at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const at::Tensor& x,
-                                              const at::Tensor& order, const at::Tensor& offsets,
-                                              at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
-  const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
-  if (geo.batch == 0) return at::zeros(weight_size, x.options());
-  const auto choice = choose_for(Pass::GradWeight, geo, offsets);
-  RECORD_FUNCTION(cpu::record_label(Pass::GradWeight, choice.path), std::vector<c10::IValue>());
-  // Likewise only the sizes of `weight` are read for the weight gradient.
-  if (choice.path == Path::Fold) {
+at::Tensor grouped_conv2d_backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight,
+                                             const at::Tensor& order, const at::Tensor& offsets,
+                                             at::IntArrayRef input_size, int64_t stride, int64_t padding) {
+  const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
+  if (has_zero_extent(geo)) return zero_extent_backward_input(grad_out, input_size);
+  return run_pass(Pass::GradInput, geo, offsets, grad_out.scalar_type(), [&](Path path) {
+    return backward_input_cpu(grad_out, weight, order, offsets, input_size, geo, path);
+  });
+}
+
+at::Tensor backward_weight_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
+                               const at::Tensor& offsets, at::IntArrayRef weight_size, const ConvGeometry& geo,
+                               Path path) {
+  const int64_t stride = geo.stride, padding = geo.padding;
+  // Only the sizes of `weight` are read for the weight gradient.
+  if (path == Path::Fold) {
     const auto group = sample_groups(order, offsets);
     // Reduced-precision inputs run in float32 here: the per-sample gradients are summed per group
     // and rounded once, as the loop's convolutions round once, rather than rounded per sample.
@@ -169,7 +198,7 @@ at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const 
     return grad_weight.view(weight_size).to(x.scalar_type());
   }
   auto grad_weight = at::zeros(weight_size, x.options());
-  for_each_group(order, offsets, choice.path, [&](const GroupSegment& s) {
+  for_each_group(order, offsets, path, [&](const GroupSegment& s) {
     auto weight_shape = at::empty(weight_size.slice(1), x.options());
     auto grads = at::convolution_backward(gather_rows(grad_out, s.index), gather_rows(x, s.index), weight_shape,
                                           std::nullopt, {stride, stride}, {padding, padding}, {1, 1}, false, {0, 0}, 1,
@@ -177,6 +206,16 @@ at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const 
     grad_weight.select(0, s.group).copy_(std::get<1>(grads));
   });
   return grad_weight;
+}
+
+at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const at::Tensor& x,
+                                              const at::Tensor& order, const at::Tensor& offsets,
+                                              at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
+  const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
+  if (has_zero_extent(geo)) return zero_extent_backward_weight(x, weight_size);
+  return run_pass(Pass::GradWeight, geo, offsets, x.scalar_type(), [&](Path path) {
+    return backward_weight_cpu(grad_out, x, order, offsets, weight_size, geo, path);
+  });
 }
 
 }  // namespace

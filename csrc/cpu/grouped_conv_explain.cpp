@@ -46,11 +46,12 @@ std::string grouped_conv2d_explain_cpu(const at::Tensor& x, const at::Tensor& we
        << ", padding " << padding << ", " << geo.height << "x" << geo.width << " -> " << geo.out_height << "x"
        << geo.out_width << ", " << threads << " threads\n";
   for (cpu::Pass pass : {cpu::Pass::Forward, cpu::Pass::GradInput, cpu::Pass::GradWeight}) {
-    if (geo.batch == 0) {
-      text << cpu::pass_name(pass) << ": none (empty batch)\n";
+    if (has_zero_extent(geo)) {
+      text << cpu::pass_name(pass) << ": none (a zero-sized batch or channel dimension: no kernel runs)\n";
       continue;
     }
-    const auto choice = cpu::choose(pass, geo, stats, threads);
+    bool measure_first = false;
+    const auto choice = cpu::decide(pass, geo, stats, threads, x.scalar_type(), &measure_first);
     text << cpu::pass_name(pass) << ": " << cpu::path_name(choice.path) << " (" << choice.reason << ")\n";
   }
   return text.str();

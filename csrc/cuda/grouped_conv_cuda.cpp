@@ -94,20 +94,11 @@ cuda::OutStrides out_strides(const at::Tensor& t) { return {t.stride(0), t.strid
 
 // ---- cuDNN formulations (the dispatcher's floor) --------------------------------------------
 
-// Group of each sample, computed on the device (no sync): plan position p lies in group
-// #{g : offsets[g + 1] <= p}. Out-of-range plan entries are clamped, as the kernels tolerate them.
-at::Tensor sample_groups(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo) {
-  const auto pos = at::arange(geo.batch, order.options());
-  const auto group_of_pos = at::searchsorted(offsets.slice(0, 1), pos, /*out_int32=*/false, /*right=*/true)
-                                .clamp_max(geo.groups - 1);
-  return at::zeros({geo.batch}, order.options()).scatter_(0, order.clamp(0, geo.batch - 1), group_of_pos);
-}
-
 std::vector<int64_t> pair(int64_t v) { return {v, v}; }
 
 at::Tensor forward_groups_b(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& g) {
-  const auto group = sample_groups(order, offsets, g);
+  const auto group = plan_sample_groups(order, offsets, g);
   const auto w = weight.index_select(0, group).reshape({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
   std::optional<at::Tensor> b;
   if (bias.has_value()) b = bias->index_select(0, group).reshape({g.batch * g.out_channels});
@@ -123,7 +114,7 @@ std::vector<int64_t> transpose_output_padding(const ConvGeometry& g) {
 
 at::Tensor grad_input_groups_b(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& order,
                                const at::Tensor& offsets, const ConvGeometry& g) {
-  const auto group = sample_groups(order, offsets, g);
+  const auto group = plan_sample_groups(order, offsets, g);
   const auto w = weight.index_select(0, group).reshape({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
   const auto dy = grad_out.contiguous().reshape({1, g.batch * g.out_channels, g.out_height, g.out_width});
   const auto gx = at::convolution(dy, w, std::nullopt, pair(g.stride), pair(g.padding), pair(1), true,
@@ -133,7 +124,7 @@ at::Tensor grad_input_groups_b(const at::Tensor& grad_out, const at::Tensor& wei
 
 at::Tensor grad_weight_groups_b(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
                                 const at::Tensor& offsets, at::IntArrayRef weight_size, const ConvGeometry& g) {
-  const auto group = sample_groups(order, offsets, g);
+  const auto group = plan_sample_groups(order, offsets, g);
   const auto w_shape = at::empty({g.batch * g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
   const auto dy = grad_out.contiguous().reshape({1, g.batch * g.out_channels, g.out_height, g.out_width});
   const auto x1 = x.contiguous().reshape({1, g.batch * g.in_channels, g.height, g.width});
@@ -207,6 +198,7 @@ at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, co
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
+  if (has_zero_extent(geo)) return zero_extent_forward(x, bias, order, offsets, geo);
   const cuda::ConvShape shape = kernel_shape(geo);
   const Precision precision = precision_of(x.scalar_type());
   const Decision d = cuda::choose(PassKind::kForward, precision, shape, device_info(x));
@@ -237,6 +229,7 @@ at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const 
   const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
   check_cuda_dtype(grad_out);
   const c10::cuda::CUDAGuard guard(grad_out.device());
+  if (has_zero_extent(geo)) return zero_extent_backward_input(grad_out, input_size);
   const cuda::ConvShape shape = kernel_shape(geo);
   const Decision d =
       cuda::choose(PassKind::kGradInput, precision_of(grad_out.scalar_type()), shape, device_info(grad_out));
@@ -264,6 +257,7 @@ at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const
   const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
+  if (has_zero_extent(geo)) return zero_extent_backward_weight(x, weight_size);
   const cuda::ConvShape shape = kernel_shape(geo);
   const Decision d = cuda::choose(PassKind::kGradWeight, precision_of(x.scalar_type()), shape, device_info(x));
   if (d.path == Path::kCudnnGroupsB) return grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo);
@@ -304,6 +298,10 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     << x.scalar_type() << ", " << geo.groups << " groups of [" << geo.out_channels << ", " << geo.in_channels << ", "
     << geo.kernel_h << ", " << geo.kernel_w << "] weights, stride " << stride << ", padding " << padding << "\n";
   for (PassKind pass : {PassKind::kForward, PassKind::kGradInput, PassKind::kGradWeight}) {
+    if (has_zero_extent(geo)) {
+      s << "  " << cuda::pass_name(pass) << ": none (a zero-sized batch or channel dimension: no kernel runs)\n";
+      continue;
+    }
     const Decision d = cuda::choose(pass, precision, shape, dev);
     s << "  " << cuda::pass_name(pass) << ": " << cuda::describe(d, precision);
     if (d.path == Path::kTensorCore || d.path == Path::kSimt) {

@@ -643,7 +643,8 @@ cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bi
                                         const int64_t* offsets, T* out, OutStrides out_strides, const ConvShape& s,
                                         KernelChoice choice, cudaStream_t stream) {
   const int64_t pixels = int64_t(s.out_height) * s.out_width;
-  if (s.batch == 0 || pixels == 0) return cudaSuccess;
+  // Nothing to write (a zero-sized grid would be a launch error). Cin = 0 still runs: out = bias.
+  if (s.batch == 0 || pixels == 0 || s.out_channels == 0) return cudaSuccess;
   typename ForwardPass<T>::Params p{x,
                                     weight,
                                     bias,
@@ -666,7 +667,8 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weigh
                                                const int64_t* offsets, T* grad_x, OutStrides strides,
                                                const ConvShape& s, KernelChoice choice, cudaStream_t stream) {
   const int64_t pixels = int64_t(s.height) * s.width;
-  if (s.batch == 0 || pixels == 0) return cudaSuccess;
+  // Nothing to write. Cout = 0 still runs: an empty reduction, grad_x = 0.
+  if (s.batch == 0 || pixels == 0 || s.in_channels == 0) return cudaSuccess;
   typename GradInputPass<T>::Params p{grad_out,
                                       weight,
                                       grad_x,
@@ -697,6 +699,7 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
   const int64_t pixels = int64_t(s.out_height) * s.out_width;
   const int depth = s.kernel_h * s.kernel_w * s.in_channels;
   const int splits = c.split_k < 1 ? 1 : c.split_k;
+  if (s.out_channels == 0 || depth == 0) return cudaSuccess;  // grad_weight has no element
   typename Pass::Params p{grad_out,
                           x,
                           static_cast<AccOf<T>*>(workspace),

@@ -223,7 +223,10 @@ __host__ __device__ inline uint32_t umulhi(uint32_t a, uint32_t b) {
 struct FastDivmod {
   uint32_t divisor = 1, multiplier = 1, shift = 0;
   FastDivmod() = default;
+  // d = 0 (a zero-sized channel count) has no index to divide: the fields stay harmless instead of
+  // dividing by zero on the host, and the launchers run no loop over such an extent.
   explicit FastDivmod(uint32_t d) : divisor(d) {
+    if (d == 0) return;
     while ((uint64_t(1) << shift) < d) ++shift;
     multiplier = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
   }

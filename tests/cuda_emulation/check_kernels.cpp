@@ -5,6 +5,7 @@
 // accumulators; the result is then rounded once to the output type, as the kernels do.
 // Usage: check_kernels            all cases; exit status = number of failed comparisons
 //        check_kernels N          case N only
+//        check_kernels zero       zero-sized channel and batch dimensions (Cin, Cout, B = 0)
 //        check_kernels malformed  malformed plans (build with -fsanitize=address): must not crash
 //        check_kernels convert IN OUT   the float -> bf16 / f16 conversions, for comparison with torch
 //        check_kernels dispatch SM_MAJOR SM_COUNT   the dispatcher's choices for CBRTiny layers
@@ -266,6 +267,18 @@ int print_dispatch(int sm_major, int sm_count) {
 int main(int argc, char** argv) {
   if (argc > 3 && std::string(argv[1]) == "dispatch") return print_dispatch(std::atoi(argv[2]), std::atoi(argv[3]));
   if (argc > 3 && std::string(argv[1]) == "convert") return convert(argv[2], argv[3]);
+  if (argc > 1 && std::string(argv[1]) == "zero") {
+    // Zero-sized channel or batch dimensions: Cin = 0 gives out = bias, Cout = 0 gives grad_x = 0,
+    // B = 0 gives grad_weight = 0; every other result is empty. Each tile shape on every path.
+    const std::vector<Case> zero = {
+        {"zero Cin", 0, 7, 6, 5, 3, 1, 0, 3, {2, 0, 2, 1}},
+        {"zero Cout", 4, 7, 6, 0, 3, 1, 1, 2, {1, 0, 1}},
+        {"zero batch", 4, 7, 6, 5, 3, 1, 0, 2, {}},
+    };
+    for (size_t i = 0; i < zero.size(); ++i)
+      for (int variant = 0; variant < 3; ++variant) run_case(zero[i], variant);
+    return failures;
+  }
   if (argc > 1 && std::string(argv[1]) == "malformed") {
     run_malformed<float>(true);
     run_malformed<float>(false);

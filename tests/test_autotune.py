@@ -1,0 +1,80 @@
+"""The run-time autotuner (csrc/autotune.h): its selection logic with an injected timer (compiled
+on the host, no clock read, no timed asserts), and the CPU op's use of it (explain reports the kept
+choice, the profiler label names the path that runs, HAMFAST_AUTOTUNE=off keeps the cost rule).
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from hamfast import _extension
+from hamfast.ops import explain, grouped_conv2d
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+needs_extension = pytest.mark.skipif(not _extension.available(), reason="hamfast._C is not built")
+PASSES = ("forward", "grad-input", "grad-weight")
+
+
+@needs_gxx
+def test_selection_logic_with_an_injected_timer(tmp_path):
+    binary = tmp_path / "check_autotune"
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "autotune" / "check_autotune.cpp"),
+                    str(ROOT / "csrc" / "autotune.cpp"), "-o", str(binary)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok   ") == 16 and "FAIL" not in result.stdout
+
+
+def _case():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 11, 10, generator=g, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, 3, generator=g, requires_grad=True)
+    bias = torch.randn(4, 5, generator=g, requires_grad=True)
+    return x, weight, bias, torch.tensor([2, 0, 2, 1, 0, 3])
+
+
+def _pass_lines(text):
+    return {line.split(": ")[0]: line.split(": ", 1)[1] for line in text.splitlines() if line.split(": ")[0] in PASSES}
+
+
+def _profiled_paths(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name.removeprefix("hamfast::cpu_") for e in prof.events() if e.name.startswith("hamfast::cpu_")}
+
+
+@needs_extension
+def test_first_call_measures_then_explain_and_the_run_name_the_kept_path(monkeypatch):
+    monkeypatch.delenv("HAMFAST_CPU_PATH", raising=False)
+    monkeypatch.delenv("HAMFAST_AUTOTUNE", raising=False)
+    torch.ops.hamfast.autotune_clear()
+    x, weight, bias, group = _case()
+    before = _pass_lines(explain(x, weight, group))
+    assert all("not measured yet" in line for line in before.values()), before
+    grouped_conv2d(x, weight, bias, group).sum().backward()  # measures all three passes
+    after = _pass_lines(explain(x, weight, group))
+    for pass_, line in after.items():
+        assert "autotuned for this signature" in line and "loop_parallel" in line and "fold" in line, line
+    kept = {f"{p.replace('-', '_')}_{line.split()[0]}" for p, line in after.items()}
+    assert _profiled_paths(lambda: grouped_conv2d(x, weight, bias, group).sum().backward()) == kept
+    torch.ops.hamfast.autotune_clear()
+    assert all("not measured yet" in line for line in _pass_lines(explain(x, weight, group)).values())
+
+
+@needs_extension
+def test_autotune_off_keeps_the_cost_rule_and_a_bad_value_is_refused(monkeypatch):
+    monkeypatch.delenv("HAMFAST_CPU_PATH", raising=False)
+    torch.ops.hamfast.autotune_clear()
+    monkeypatch.setenv("HAMFAST_AUTOTUNE", "off")
+    x, weight, bias, group = _case()
+    text = explain(x, weight, group)
+    assert "not measured" not in text and "autotuned" not in text
+    grouped_conv2d(x, weight, bias, group).sum().backward()
+    assert "autotuned" not in explain(x, weight, group)  # nothing was measured
+    monkeypatch.setenv("HAMFAST_AUTOTUNE", "sometimes")
+    with pytest.raises((RuntimeError, ValueError), match="HAMFAST_AUTOTUNE must be on or off"):
+        grouped_conv2d(x, weight, bias, group)
