@@ -1,10 +1,10 @@
 """Modality patterns: the binary vector mu and its 4-bit code.
 
-A pattern mu says which of the input modalities are present: ``mu[i] = 1`` when modality i
-(in the order of ``hamfast.data.MODALITIES`` = t1, t1ce, t2, flair) is available. Its code is the
-integer ``sum_i mu[i] * 2**i`` (t1 is bit 0), so with four modalities the codes run over 0..15,
-0 being the empty pattern and 15 the complete one. HAM keeps per-pattern state (batch-norm running
-statistics) in slots indexed by this code.
+A pattern mu says which of a dataset's M input modalities are present: ``mu[i] = 1`` when modality
+i (in the dataset's channel order; BraTS: t1, t1ce, t2, flair) is available. Its code is the integer
+``sum_i mu[i] * 2**i`` (modality 0 is bit 0), so the codes run over 0..2**M - 1, 0 being the empty
+pattern and 2**M - 1 the complete one (15 for BraTS). HAM keeps per-pattern state (batch-norm
+running statistics) in slots indexed by this code.
 
 This module has no monai/nibabel dependency.
 """
@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from hamfast.names import BRATS_MODALITIES
+
 Tensor = torch.Tensor
 
-NUM_MODALITIES = 4
-NAMES = ("t1", "t1ce", "t2", "flair")  # the order of hamfast.data.MODALITIES
+# BraTS's modalities: the defaults of functions that take a dataset's M or names.
+NAMES = BRATS_MODALITIES
+NUM_MODALITIES = len(NAMES)
 NUM_CODES = 2**NUM_MODALITIES
 
 __all__ = [

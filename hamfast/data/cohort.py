@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hamfast.data.naming import MODALITIES
 from hamfast.files import write_atomic
+from hamfast.names import BRATS_MODALITIES, SURVIVAL_CLASSES, check_class_names, check_modality_names
 
 __all__ = ["COHORT_FORMAT", "Cohort", "cohort_paths", "read_manifest", "json_ready"]
 
@@ -48,19 +48,21 @@ def json_ready(value):
 
 @dataclass
 class Cohort:
-    """N patients, one axial slice each, channels in the order of ``MODALITIES`` (t1, t1ce, t2, flair).
+    """N patients, one axial slice each, channels in the order of ``modalities``.
 
     Attributes:
-        images: float32 [N, 4, H, W] in [0, 1]; an absent modality's channel is all zero.
-        available: bool [N, 4], which modalities each patient really has.
-        labels: int64 [N], survival class 0 short, 1 mid, 2 long.
+        images: float32 [N, M, H, W] in [0, 1]; an absent modality's channel is all zero.
+        available: bool [N, M], which modalities each patient really has.
+        labels: int64 [N], the class index into ``classes`` (BraTS: survival 0 short, 1 mid, 2 long).
         survival_days: float64 [N], days (the follow-up days for a censored case kept by
-            ``include_censored``).
+            ``include_censored``; nan for a dataset without survival).
         age: float64 [N], years (nan if unknown).
         ids: list[str] [N], case ids (folder names).
         slice_index: int64 [N], the axial slice taken (index along each volume's last axis).
         report: what the reader found, kept and skipped, and why (see ``prepare_brats``).
         settings: the reader settings that made the cohort.
+        modalities: the M channel names (BraTS: t1, t1ce, t2, flair).
+        classes: the C class names (BraTS: short, mid, long).
     """
 
     images: np.ndarray
@@ -72,8 +74,13 @@ class Cohort:
     slice_index: np.ndarray
     report: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    modalities: tuple = BRATS_MODALITIES
+    classes: tuple = SURVIVAL_CLASSES
 
     def __post_init__(self):
+        self.modalities = check_modality_names(self.modalities, where="cohort modalities")
+        self.classes = check_class_names(self.classes, where="cohort classes")
+        m = len(self.modalities)
         self.images = np.asarray(self.images, dtype=np.float32)
         self.available = np.asarray(self.available, dtype=bool)
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -82,13 +89,16 @@ class Cohort:
         self.ids = [str(i) for i in self.ids]
         self.slice_index = np.asarray(self.slice_index, dtype=np.int64)
         n = len(self.ids)
-        if self.images.ndim != 4 or self.images.shape[:2] != (n, len(MODALITIES)):
-            raise ValueError(f"images must be [N={n}, {len(MODALITIES)}, H, W], got {self.images.shape}")
-        if self.available.shape != (n, len(MODALITIES)):
-            raise ValueError(f"available must be [N={n}, {len(MODALITIES)}], got {self.available.shape}")
+        if self.images.ndim != 4 or self.images.shape[:2] != (n, m):
+            raise ValueError(f"images must be [N={n}, M={m}, H, W], got {self.images.shape}")
+        if self.available.shape != (n, m):
+            raise ValueError(f"available must be [N={n}, M={m}], got {self.available.shape}")
         for name in ("labels", "survival_days", "age", "slice_index"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must be [N={n}], got {getattr(self, name).shape}")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise ValueError(f"labels must lie in [0, {len(self.classes)}) (classes {', '.join(self.classes)}), got "
+                             f"[{self.labels.min()}, {self.labels.max()}]")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,6 +117,8 @@ class Cohort:
             slice_index=self.slice_index[indices],
             report=copy.deepcopy(self.report),
             settings=copy.deepcopy(self.settings),
+            modalities=self.modalities,
+            classes=self.classes,
         )
 
     def manifest(self) -> dict:
@@ -115,12 +127,13 @@ class Cohort:
             "format": COHORT_FORMAT,
             "n": len(self),
             "image_shape": list(self.images.shape[1:]),
-            "modalities": list(MODALITIES),
+            "modalities": list(self.modalities),
+            "classes": list(self.classes),
             "settings": self.settings,
             "source": self.report.get("source"),
             "counts": self.report.get("counts", {}),
-            "class_counts": np.bincount(self.labels, minlength=3).tolist(),
-            "modality_counts": dict(zip(MODALITIES, self.available.sum(0).tolist())),
+            "class_counts": np.bincount(self.labels, minlength=len(self.classes)).tolist(),
+            "modality_counts": dict(zip(self.modalities, self.available.sum(0).tolist())),
         })
 
     def save(self, path) -> Path:
@@ -131,7 +144,8 @@ class Cohort:
         """
         npz_path, manifest_path = cohort_paths(path)
         npz_path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"format": COHORT_FORMAT, "report": self.report, "settings": self.settings})
+        meta = json.dumps({"format": COHORT_FORMAT, "report": self.report, "settings": self.settings,
+                           "modalities": list(self.modalities), "classes": list(self.classes)})
         arrays = {name: getattr(self, name) for name in _ARRAYS}
         ids = np.array(self.ids, dtype=str)
         write_atomic(npz_path, lambda handle: np.savez_compressed(handle, ids=ids, meta=np.array(meta), **arrays))
@@ -162,18 +176,22 @@ class Cohort:
             text = " ".join(str(exc).split())
             raise ValueError(f"cohort file {npz_path} is damaged or truncated ({type(exc).__name__}: {text}); delete it "
                              "and write it again (hamfast prepare)") from None
-        cohort = cls(ids=ids, report=meta["report"], settings=meta["settings"], **arrays)
+        names = {key: tuple(meta[key]) for key in ("modalities", "classes") if key in meta}  # older files: BraTS
+        try:
+            cohort = cls(ids=ids, report=meta["report"], settings=meta["settings"], **names, **arrays)
+        except ValueError as exc:
+            raise ValueError(f"cohort file {npz_path}: {exc}; the file is corrupt or edited") from None
         cohort._verify(npz_path, manifest_path)
         return cohort
 
     def _verify(self, npz_path: Path, manifest_path: Path) -> None:
         """Refuse arrays that cannot be trusted, and a manifest that does not describe them."""
-        finite = np.isfinite(self.images).all(axis=(2, 3))  # bool [N, 4]
+        finite = np.isfinite(self.images).all(axis=(2, 3))  # bool [N, M]
         inside = ((self.images >= 0) & (self.images <= 1)).all(axis=(2, 3)) | ~finite
         for ok, what in ((finite, "NaN or infinite pixels"), (inside, "pixels outside [0, 1]")):
             if not ok.all():
                 case, channel = np.argwhere(~ok)[0]
-                raise ValueError(f"cohort file {npz_path}: case {self.ids[case]}, modality {MODALITIES[channel]} has "
+                raise ValueError(f"cohort file {npz_path}: case {self.ids[case]}, modality {self.modalities[channel]} has "
                                  f"{what} ({int((~ok).sum())} case-modality pair(s) in all); the file is corrupt, "
                                  "write it again (hamfast prepare)")
         size = self.settings.get("size")
@@ -188,8 +206,10 @@ class Cohort:
             raise ValueError(f"cohort manifest {manifest_path} is unreadable ({' '.join(str(exc).split())}); delete it "
                              f"and the .npz beside it, or write them again") from None
         expected = self.manifest()
-        wrong = [key for key in ("n", "image_shape", "modalities", "settings", "source", "counts", "class_counts",
-                                 "modality_counts") if manifest.get(key) != expected[key]]
+        # "classes" is absent from manifests written before it existed: BraTS's, as the arrays say.
+        wrong = [key for key in ("n", "image_shape", "modalities", "classes", "settings", "source", "counts",
+                                 "class_counts", "modality_counts") if manifest.get(key, expected[key] if key == "classes"
+                                                                                   else None) != expected[key]]
         if wrong:
             key = wrong[0]
             raise ValueError(f"cohort manifest {manifest_path} disagrees with {npz_path.name} on {', '.join(wrong)} "

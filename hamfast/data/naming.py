@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hamfast.names import BRATS_MODALITIES
+
 __all__ = [
     "MODALITIES", "SEGMENTATION", "NIFTI_SUFFIXES", "ALIASES", "PROCESSING_TOKENS", "CaseFolder",
     "nifti_stem", "file_role", "scan_case_folder", "case_files",
 ]
 
-MODALITIES = ("t1", "t1ce", "t2", "flair")
+MODALITIES = BRATS_MODALITIES
 SEGMENTATION = "seg"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ALIASES = {
