@@ -28,14 +28,11 @@ import numpy as np
 
 import hamfast
 from hamfast.experiments.config import (
-    ALL_SUBSETS,
-    COMPLETE,
     DEMO_OVERRIDES,
-    PAPER_SUBSETS,
     EXPERIMENT_METHODS,
     PRESETS,
     make_settings,
-    parse_subset,
+    parse_subsets,
     subset_label,
 )
 from hamfast.checks import (
@@ -53,8 +50,10 @@ from hamfast.files import check_output_dir, check_output_file, lock_folder, writ
 from hamfast.experiments.tasks import subset_mask
 from hamfast.experiments.workers import WorkerDied
 from hamfast.experiments.stats import few_runs_warning
-from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
+from hamfast.experiments.study import cohort_description, dataset_names, is_brats_root, load_cohort, run_study
 from hamfast.models import METHODS
+from hamfast.names import SURVIVAL_CLASSES
+from hamfast.patterns import NAMES
 from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.training.trainer import SCHEDULES
 
@@ -62,7 +61,6 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("hamfast")
 
-CLASS_NAMES = ("short", "mid", "long")
 DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
 # Outside any checkout, so the demo never litters a git tree; printed at the end of the demo.
 DEFAULT_DEMO_OUT = Path.home() / ".cache" / "hamfast" / "demo"
@@ -190,8 +188,8 @@ def _add_wait(parser) -> None:
 
 def _add_model_options(parser, defaults: dict) -> None:
     group = parser.add_argument_group("model and training")
-    group.add_argument("--widths", type=_positive_int, nargs=4, metavar="W", default=defaults.get("widths"),
-                       help="CBRTiny block widths (the paper: 64 128 256 512)")
+    group.add_argument("--widths", type=_positive_int, nargs="+", metavar="W", default=defaults.get("widths"),
+                       help="CBRTiny block widths, one conv block per value, any number >= 1 (the paper: 64 128 256 512)")
     group.add_argument("--hidden", type=_positive_int, default=defaults.get("hidden"), help="HAM hypernetwork width")
     group.add_argument("--kernel-size", type=_positive_int, default=defaults.get("kernel_size"), help="conv kernel side")
     group.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size"), help="samples per step")
@@ -309,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache (read with the checkpoint's settings)")
     p.add_argument("--cases", choices=("held-out", "all"), default="held-out", help="which cases to evaluate")
-    p.add_argument("--subsets", default="all15",
-                   help="all15 (every subset), paper (Table 2's seven) or a comma list like t1+t2,flair,all "
+    p.add_argument("--subsets", default="every",
+                   help="every (all 2^M-1 subsets of the model's M modalities; all15 for BraTS's four), paper "
+                   "(Table 2's seven, BraTS only) or a comma list of the model's modality names like t1+t2,flair,all "
                    "(all: the complete set, as the table labels it)")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
@@ -391,8 +390,9 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
     p.add_argument("--subsets", default=None,
-                   help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair,all (all: the "
-                   "complete set)")
+                   help="B: paper (Table 2's seven rows, BraTS only; its default for BraTS), every (all 2^M-1 subsets "
+                   "of the data's M modalities; the default for other data; all15 for BraTS), or a comma list of the "
+                   "data's modality names like t1+t2,t2+flair,all (all: the complete set)")
     p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
     p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run (quick), or one for all runs (paper)")
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
@@ -569,6 +569,10 @@ def _cmd_train(args) -> int:
         train_idx, test_idx = data.stratified_split(cohort.labels, test_size=args.test_size, seed=args.seed)
     else:
         train_idx, test_idx = np.arange(len(cohort)), np.array([], dtype=np.int64)
+    untrained = [name for k, name in enumerate(cohort.classes) if not (cohort.labels[train_idx] == k).any()]
+    if untrained:
+        raise CommandError(f"--data {args.data}: class(es) {', '.join(untrained)} have no training case (of "
+                           f"{len(train_idx)}); a classifier cannot learn them")
     available = cohort.available[train_idx]
     if args.completeness < 1:
         drop = data.drop_one_modality if args.missing == "one" else data.drop_random_modalities
@@ -576,7 +580,8 @@ def _cmd_train(args) -> int:
     config = TrainConfig(
         args.method, schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size, seed=args.seed, device=device,
-        augment=args.augment is not False, precision=args.precision, **_training_switches(args),
+        augment=args.augment is not False, precision=args.precision, modalities=cohort.modalities,
+        classes=cohort.classes, **_training_switches(args),
     )
     log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
              len(train_idx), int(available.all(1).sum()), device)
@@ -602,13 +607,9 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _parse_subsets(text: str) -> tuple[str, ...]:
-    if text == "paper":
-        return PAPER_SUBSETS
-    if text == "all15":
-        return ALL_SUBSETS
-    try:  # "all": the complete set, the name the tables print for it
-        return tuple(COMPLETE if part.strip() == "all" else parse_subset(part) for part in text.split(","))
+def _parse_subsets(text: str, modalities=NAMES) -> tuple[str, ...]:
+    try:
+        return parse_subsets(text, modalities)
     except ValueError as exc:
         raise CommandError(f"--subsets: {exc}") from None
 
@@ -636,13 +637,18 @@ def _cmd_evaluate(args) -> int:
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
-    subsets = _parse_subsets(args.subsets)
     if args.json is not None:
         check_output_file(args.json, "--json")
     result = _load_checkpoint(args.checkpoint, device, batch_size=64)
+    modalities = result.config.modalities
+    subsets = _parse_subsets(args.subsets, modalities)
     check_data_path(args.data)
     info = result.history["data"]
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **info["reader_settings"])
+    for what in ("modalities", "classes"):
+        if tuple(getattr(cohort, what)) != tuple(getattr(result.config, what)):
+            raise CommandError(f"--data {args.data}: {what} {', '.join(getattr(cohort, what))}, but the checkpoint's "
+                               f"model was trained on {', '.join(getattr(result.config, what))}")
     if args.cases == "held-out":
         wanted = set(info["test_ids"])
         if not wanted:
@@ -654,20 +660,21 @@ def _cmd_evaluate(args) -> int:
         index = np.arange(len(cohort))
     rows = []
     for subset in subsets:
-        mask = subset_mask(subset)
+        mask = subset_mask(subset, modalities)
         cases = index[(cohort.available[index] | ~mask).all(1)]
         if cases.size == 0:
             log.warning("no case has every modality of %s; skipped", subset)
             continue
         probs = predict_proba(result.model, cohort.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device)
-        metrics = classification_metrics(cohort.labels[cases], probs.argmax(1).numpy())
+        metrics = classification_metrics(cohort.labels[cases], probs.argmax(1).numpy(), result.config.num_classes,
+                                         class_names=result.config.classes)
         rows.append({"subset": subset, "cases": int(cases.size),
                      **{k: metrics[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision")}})
     rows.sort(key=lambda r: (r["subset"].count("+"), r["subset"]))
     print(f"{result.config.method} on {index.size} {args.cases} case(s) of {args.data}")
     print(f"{'test modalities':<24}{'cases':>6}{'BAcc':>8}{'Sens':>8}{'Spec':>8}{'Prec':>8}")
     for r in rows:
-        print(f"{subset_label(r['subset']):<24}{r['cases']:>6}{r['balanced_accuracy']:>8.3f}{r['sensitivity']:>8.3f}"
+        print(f"{subset_label(r['subset'], modalities):<24}{r['cases']:>6}{r['balanced_accuracy']:>8.3f}{r['sensitivity']:>8.3f}"
               f"{r['specificity']:>8.3f}{r['precision']:>8.3f}")
     if args.json:
         write_json_atomic(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "cases": args.cases, "rows": rows})
@@ -678,41 +685,50 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     import inspect
 
-    from hamfast.data import MODALITIES, load_case
+    from hamfast.data import load_case
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device, batch_size=1)
+    modalities, classes = result.config.modalities, result.config.classes
     reader = result.history["data"]["reader_settings"]
     accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
     dropped: dict = {}
     image, available, index = load_case(args.case_dir, slice_index=args.slice_index, dropped=dropped,
                                          **{k: v for k, v in reader.items() if k in accepted})
     if not available.any():
-        raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
-    present = [m for m, here in zip(MODALITIES, available) if here]
-    unused = [m for m in MODALITIES if m in dropped]
+        raise CommandError(f"{args.case_dir}: no modality file ({', '.join(modalities)}); nothing to predict from")
+    present = [m for m, here in zip(modalities, available) if here]
+    unused = [m for m in modalities if m in dropped]
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
     if not np.isfinite(probs).all():  # predict_proba refuses them; never print NaN as a prediction
         raise CommandError(f"{args.case_dir}: the model gives non-finite probabilities {probs}")
-    short, long = reader.get("survival_thresholds", (300, 450))
-    ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
         print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
                           "no_signal_reasons": dropped, "slice_index": int(index),
-                          "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]},
+                          "probabilities": dict(zip(classes, probs)), "predicted": classes[predicted]},
                          allow_nan=False))
         return 0
     not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
     print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
           f"model {result.config.method}")
-    for name, span, p in zip(CLASS_NAMES, ranges, probs):
-        print(f"  {name:<6} {p:.3f}  ({span})")
-    print(f"predicted: {CLASS_NAMES[predicted]} survival")
+    spans = _class_spans(reader, classes)
+    width = 1 + max(len(name) for name in classes)
+    for name, p in zip(classes, probs):
+        print(f"  {name:<{width}} {p:.3f}" + (f"  ({spans[name]})" if name in spans else ""))
+    print(f"predicted: {classes[predicted]}" + (" survival" if spans else ""))
     return 0
+
+
+def _class_spans(reader: dict, classes) -> dict:
+    """BraTS survival's classes as day ranges (from the reader's thresholds); nothing for other data."""
+    if tuple(classes) != SURVIVAL_CLASSES or "survival_thresholds" not in reader:
+        return {}
+    short, long = reader["survival_thresholds"]
+    return dict(zip(classes, (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")))
 
 
 def _parse_stop(values) -> dict:
@@ -736,10 +752,14 @@ def _experiment_settings(args):
         iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, precision=args.precision,
         **_training_switches(args),
     )
+    try:
+        modalities = dataset_names(args.data)[0]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.subsets is not None:
         if which == "a":
             raise CommandError("--subsets is for experiment b (experiment a tests on the complete set)")
-        overrides["subsets"] = _parse_subsets(args.subsets)
+        overrides["subsets"] = _parse_subsets(args.subsets, modalities)
     stop = _parse_stop(args.stop)
     if "iterations" in stop and args.iterations is not None and args.iterations != stop["iterations"]:
         raise CommandError(f"--stop fixed {stop['iterations']} and --iterations {args.iterations} disagree")
@@ -747,14 +767,14 @@ def _experiment_settings(args):
     if recorded is None:
         if which is None:
             raise CommandError("experiment: say which experiment (a or b), or give --from OUT/experiment.json")
-        return make_settings(which, args.preset or "quick", **overrides)
+        return make_settings(which, args.preset or "quick", modalities=modalities, **overrides)
     if which != recorded.experiment:
         raise CommandError(f"--from {args.record} records experiment {recorded.experiment}, not {which}")
     if args.preset is not None:
         raise CommandError(f"--preset cannot be combined with --from (the record {args.record} holds every setting)")
-    fields = {k: v for k, v in recorded.to_dict().items() if k not in ("experiment", "preset")}
+    fields = {k: v for k, v in recorded.to_dict().items() if k not in ("experiment", "preset", "modalities")}
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return make_settings(recorded.experiment, recorded.preset, **fields)
+    return make_settings(recorded.experiment, recorded.preset, modalities=recorded.modalities, **fields)
 
 
 def _recorded_settings(path: Path):
