@@ -163,12 +163,15 @@ def _training_switches(args) -> dict:
 
 
 def _slice_index(text: str):
-    if text == "largest_brain":
+    from hamfast.data.slices import SLICE_POLICIES
+
+    if text in SLICE_POLICIES:
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or largest_brain, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or one of {', '.join(SLICE_POLICIES)}, "
+                                         f"got {text!r}") from None
 
 
 def _percentile(text: str) -> float:
@@ -243,40 +246,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hamfast {hamfast.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "synth", "write a synthetic BraTS-like cohort",
+    p = _add(sub, "synth", "write a synthetic dataset (BraTS-like, or nnU-Net layout)",
              "Write a synthetic cohort in the BraTS2019 layout (HGG/LGG case folders with t1, t1ce, t2, flair and seg "
-             "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
+             "NIfTI files, survival_data.csv) whose survival class is learnable from the images; or, with --layout "
+             "nnunet, a dataset in nnU-Net v2's raw layout (dataset.json, imagesTr/<case>_<XXXX>.nii.gz, "
+             "labelsTr/<case>.nii.gz, classes.csv) with the --modalities and --classes given, whose class is "
+             "learnable from the lesion's intensity and where some cases lack modalities (docs/data.md).")
     p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--layout", choices=("brats", "nnunet"), default="brats", help="the dataset layout to write")
     p.add_argument("--cases", type=_positive_int, default=213,
-                   help="patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at least 1) "
-                   "each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, 213 "
-                   "writes 222. At most 100000; an interrupted write resumes when rerun with the same arguments")
+                   help="BraTS: patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at "
+                   "least 1) each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, "
+                   "213 writes 222. nnunet: the cases (at least one per class). At most 100000; an interrupted write "
+                   "resumes when rerun with the same arguments")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=DEFAULT_SHAPE, help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
-                   help="share of the survival risk's variance the images explain (the rest is unlearnable noise)")
-    p.add_argument("--private", type=_share, default=DEFAULT_PRIVATE,
-                   help="share of the explained risk carried by traits each visible in one modality only")
+    p.add_argument("--signal", type=_share, default=None,
+                   help=f"BraTS only: share of the survival risk's variance the images explain (the rest is unlearnable "
+                   f"noise; default {DEFAULT_SIGNAL})")
+    p.add_argument("--private", type=_share, default=None,
+                   help=f"BraTS only: share of the explained risk carried by traits each visible in one modality only "
+                   f"(default {DEFAULT_PRIVATE})")
+    p.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the channel names, 2 to 8 (default: t2w adc dwi)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the class names, at least 2 (default: low high)")
+    p.add_argument("--missing", type=_share, default=None,
+                   help="nnunet only: share of the cases lacking 1 to M-1 modalities (default 0.3)")
 
-    p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
-             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area, or --slice-policy for "
-             "cases without a segmentation) into a cohort cache that --data accepts. Damaged, empty or non-finite "
-             "files, unparsable survival rows and unused files are reported; see docs/data.md.")
-    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or survival_data.csv)")
+    p = _add(sub, "prepare", "read a dataset folder (BraTS or nnU-Net) into the slice cache",
+             "Read a BraTS-layout folder, or an nnU-Net v2 raw dataset (dataset.json, imagesTr/, optional labelsTr/, "
+             "classes.csv), into a cohort cache that --data accepts: one axial slice per patient, the largest tumour "
+             "(lesion) area, or --slice-policy for cases without a segmentation. Damaged, empty or non-finite "
+             "files, unparsable table rows and unused files are reported; see docs/data.md.")
+    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or "
+                   "survival_data.csv), or the nnU-Net dataset (holding dataset.json and imagesTr/)")
     p.add_argument("--cache", type=Path, required=True, help="cache folder to write the cohort into")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (default: native, padded to the largest)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="raise: stop at the first unreadable case, and when more than half of the case folders would "
-                   "be lost (no or unparsable survival row, unreadable); skip: leave such cases out, warn, list them "
-                   "in the cache's report and go on")
-    p.add_argument("--include-censored", action="store_true", help="keep 'ALIVE (N days later)' cases with N days")
-    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|INDEX",
+                   help="raise: stop at the first unreadable case, and (BraTS) when more than half of the case folders "
+                   "would be lost (no or unparsable survival row, unreadable) or (nnU-Net) at a case without a row in "
+                   "classes.csv; skip: leave such cases out, warn, list them in the cache's report and go on")
+    p.add_argument("--include-censored", action="store_true", help="BraTS only: keep 'ALIVE (N days later)' cases with N days")
+    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|central|INDEX",
                    help="the slice of a case without a segmentation (or with an empty one): largest_brain (the most "
-                   "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
-                   "use their largest tumour slice (default: such a case is an error)")
+                   "brain pixels), central (the middle of the slices holding brain) or an axial index (negative counts "
+                   "from the end); cases with a tumour label always use their largest tumour slice (default: BraTS: "
+                   "such a case is an error; nnU-Net: central)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
                    help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: robust "
                    "min-max: min-max with outlier voxels clipped, docs/data.md)")
+    p.add_argument("--grid", choices=("resample", "refuse"), default=None,
+                   help="nnU-Net only: a channel file on another voxel grid than the case's first channel is resampled "
+                   "onto it (trilinear; the label nearest) or refused (default: resample; BraTS always refuses)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
@@ -488,11 +510,17 @@ def _one_line(text: str, limit: int = 600) -> str:
 
 
 def _cmd_synth(args) -> int:
+    start = time.perf_counter()
+    out = check_output_dir(args.out, "out")
+    if args.layout == "nnunet":
+        return _synth_nnunet(args, out, start)
+    for option in ("modalities", "classes", "missing"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to --layout nnunet only (the BraTS layout has t1, t1ce, t2, flair "
+                               "and 3 survival classes)")
     from hamfast.data import make_synthetic_brats
     from hamfast.data.synthetic import case_counts, estimate_bytes
 
-    start = time.perf_counter()
-    out = check_output_dir(args.out, "out")
     existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
     counts = case_counts(args.cases)
     folders = sum(counts.values())
@@ -500,23 +528,57 @@ def _cmd_synth(args) -> int:
         log.info("writing %d case folders (%d with a survival label; %d censored, %d unparsable and %d without a "
                  "survival row exercise the reader), at most %.3g GB", folders, counts["ok"], counts["censored"],
                  counts["unparsable"], counts["no_row"], estimate_bytes(args.cases, tuple(args.shape)) / 1e9)
+    signal = DEFAULT_SIGNAL if args.signal is None else args.signal
+    private = DEFAULT_PRIVATE if args.private is None else args.private
     root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
-                                signal=args.signal, private=args.private, progress=not args.quiet)
+                                signal=signal, private=private, progress=not args.quiet)
     verb = "reusing the" if existed else "wrote"
     print(f"{verb} {args.cases} synthetic cases with a survival label in {root}, {folders} case folders in all "
           f"(+{folders - args.cases} that exercise the reader's report) ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
+def _synth_nnunet(args, out: Path, start: float) -> int:
+    from hamfast.data.nnunet import is_nnunet_root
+    from hamfast.data.synthetic_nnunet import DEFAULT_CLASSES, DEFAULT_MISSING, DEFAULT_MODALITIES, make_synthetic_nnunet
+
+    for option in ("signal", "private"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to the BraTS layout only (the survival risk model)")
+    modalities = tuple(args.modalities or DEFAULT_MODALITIES)
+    classes = tuple(args.classes or DEFAULT_CLASSES)
+    existed = is_nnunet_root(out)
+    root = make_synthetic_nnunet(out, modalities, classes, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
+                                 missing=DEFAULT_MISSING if args.missing is None else args.missing,
+                                 progress=not args.quiet)
+    verb = "reusing the" if existed else "wrote"
+    print(f"{verb} {args.cases} synthetic cases in the nnU-Net layout in {root}: modalities {', '.join(modalities)}, "
+          f"classes {', '.join(classes)} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _cmd_prepare(args) -> int:
-    from hamfast.data import prepare_brats
+    from hamfast.data.sources import dataset_layout, prepare_dataset
 
     check_output_dir(args.cache, "--cache")
-    cohort = prepare_brats(
-        args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
-        include_censored=args.include_censored, slice_policy=args.slice_policy, percentile=args.percentile,
-        progress=not args.quiet,
-    )
+    layout = dataset_layout(args.root)
+    if layout is None:
+        check_data_path(args.root, "root")  # says what the folder lacks
+        raise CommandError(f"root {args.root} is neither a BraTS copy nor an nnU-Net raw dataset (dataset.json and "
+                           "imagesTr/); a cache is read by --data, not prepared")
+    settings = dict(size=args.size, on_error=args.on_error, percentile=args.percentile)
+    if layout == "brats":
+        if args.grid is not None:
+            raise CommandError("--grid applies to nnU-Net datasets only (the BraTS reader refuses another voxel grid)")
+        settings.update(include_censored=args.include_censored, slice_policy=args.slice_policy)
+    else:
+        if args.include_censored:
+            raise CommandError("--include-censored applies to BraTS survival only")
+        if args.slice_policy is not None:
+            settings["slice_policy"] = args.slice_policy
+        if args.grid is not None:
+            settings["grid"] = args.grid
+    cohort = prepare_dataset(args.root, cache_dir=args.cache, progress=not args.quiet, **settings)
     counts = cohort.report.get("counts", {})
     print(f"cohort: {cohort_description(cohort)}")
     if counts.get("skipped"):

@@ -21,30 +21,38 @@ from hamfast.experiments.report import (
     write_csv,
 )
 from hamfast.experiments.runner import finished_tasks, pending_tasks, run_experiment
+from hamfast.names import BRATS_MODALITIES
 from hamfast.experiments.tasks import Samples
 
-__all__ = ["is_brats_root", "load_cohort", "cohort_description", "run_study"]
+__all__ = ["is_brats_root", "is_dataset_root", "load_cohort", "cohort_description", "run_study"]
 
 log = logging.getLogger(__name__)
 
 
 def is_brats_root(path) -> bool:
     """Whether ``open_cohort`` would read ``path`` as a BraTS copy (rather than a cohort cache)."""
-    from hamfast.data.brats import SURVIVAL_TABLES, TRAINING_DIR
+    from hamfast.data.sources import dataset_layout
 
-    path = Path(path)
-    return path.is_dir() and ((path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES))
+    return dataset_layout(path) == "brats"
+
+
+def is_dataset_root(path) -> bool:
+    """Whether ``open_cohort`` would read ``path`` as a dataset folder of any layout (BraTS or
+    nnU-Net: NIfTI files to read and cache), rather than load a cohort cache."""
+    from hamfast.data.sources import dataset_layout
+
+    return dataset_layout(path) is not None
 
 
 def load_cohort(data, *, cache_dir=None, progress: bool = False, **settings):
-    """``hamfast.data.open_cohort`` of ``data`` (a BraTS root or a cohort cache).
+    """``hamfast.data.open_cohort`` of ``data`` (a BraTS root, an nnU-Net raw dataset or a cohort cache).
 
     Args:
         data: the path.
-        cache_dir: where a BraTS root's slices are cached (ignored for a cache).
+        cache_dir: where a dataset folder's slices are cached (ignored for a cache).
         progress: progress bar while reading NIfTI files.
         **settings: reader settings (``size``, ...); a cache must have been made with them, a
-            BraTS root is read with them. Leave one out to accept a cache made with any value.
+            dataset folder is read with them. Leave one out to accept a cache made with any value.
     """
     from hamfast.data import open_cohort
 
@@ -53,13 +61,15 @@ def load_cohort(data, *, cache_dir=None, progress: bool = False, **settings):
 
 
 def cohort_description(cohort) -> str:
-    """One line: cases, slice size, class and modality counts."""
+    """One line: cases, slice size, class and modality counts (BraTS: ``classes short/mid/long [n0, n1, n2]``)."""
     import numpy as np
 
-    classes = np.bincount(cohort.labels, minlength=3).tolist()
+    counts = np.bincount(cohort.labels, minlength=len(cohort.classes)).tolist()
     shape = "x".join(str(s) for s in cohort.images.shape[2:])
     missing = int((~cohort.available).any(1).sum())
-    return f"{len(cohort)} cases, {shape} px slices, classes short/mid/long {classes}, {missing} with a modality missing"
+    modalities = "" if tuple(cohort.modalities) == BRATS_MODALITIES else f", modalities {'/'.join(cohort.modalities)}"
+    return (f"{len(cohort)} cases, {shape} px slices{modalities}, classes {'/'.join(cohort.classes)} {counts}, "
+            f"{missing} with a modality missing")
 
 
 def _load_test_cohort(settings: ExperimentSettings, cohort, cache_dir, progress: bool, size: dict):
