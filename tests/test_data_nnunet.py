@@ -13,6 +13,7 @@ nib = pytest.importorskip("nibabel")
 from hamfast import cli  # noqa: E402
 from hamfast.data import CaseError, Cohort, load_nnunet_case, make_synthetic_nnunet, open_cohort, prepare_nnunet  # noqa: E402
 from hamfast.data.nnunet import modality_name, read_class_table  # noqa: E402
+from hamfast.data.sources import load_case_with, settings_layout  # noqa: E402
 from hamfast.data.synthetic_nnunet import class_factors  # noqa: E402
 
 SHAPE = (64, 64, 8)
@@ -319,6 +320,12 @@ def test_one_case_for_predict(tmp_path, three):
         load_nnunet_case(three / "imagesTr", ("t2w", "adc"), case=with_dwi)
     with pytest.raises(ValueError, match="name the case"):
         load_nnunet_case(three, cohort.modalities)
+    # what predict calls with a checkpoint's modality names and reader settings
+    assert settings_layout(cohort.settings) == "nnunet" and settings_layout({"size": 96, "include_censored": False}) == "brats"
+    image, _, _ = load_case_with(folder, cohort.modalities, cohort.settings)
+    np.testing.assert_array_equal(image, cohort.images[i])
+    with pytest.raises(ValueError, match="not BraTS's"):
+        load_case_with(folder, cohort.modalities, {"size": 32, "survival_thresholds": [300, 450]})
     shutil.copy(next((three / "imagesTr").glob(f"{cohort.ids[(i + 1) % 8]}_*.nii.gz")), folder)
     with pytest.raises(ValueError, match="2 cases"):
         load_nnunet_case(folder, cohort.modalities)

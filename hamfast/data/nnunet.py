@@ -297,7 +297,7 @@ def find_nnunet_layout(root) -> NnunetLayout:
     labels, classes = read_class_table(root / CLASS_TABLE, spec.classes)
     images, others, ignored = _scan_channels(root / IMAGES_DIR)
     if others:
-        raise ValueError(f"{others[0]}: not named <case>_<XXXX>{'.nii.gz'} (XXXX: the 4-digit channel index of "
+        raise ValueError(f"{others[0]}: not named <case>_<XXXX>.nii.gz (XXXX: the 4-digit channel index of "
                          f"channel_names){f'; {len(others) - 1} more like it' if len(others) > 1 else ''}")
     if not images:
         raise ValueError(f"nnU-Net dataset {root}: no <case>_<XXXX>.nii.gz file in {IMAGES_DIR}/")
@@ -594,7 +594,7 @@ def load_nnunet_case(
         case = next(iter(cases))
     if case not in cases:
         raise ValueError(f"{folder}: no channel file {case}_XXXX.nii.gz (cases: {', '.join(list(cases)[:5]) or 'none'})")
-    _check_channels({case: cases[case]}, modalities, f"the model's modalities")
+    _check_channels({case: cases[case]}, modalities, "the model's modalities")
     if mask is None and folder == path:
         mask = next((p for p in others if nifti_stem(p) == case), None)
     notes: list[str] = []

@@ -19,10 +19,14 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from hamfast.data import brats, nnunet
-from hamfast.data.cohort import Cohort, cohort_paths, read_manifest
+import numpy as np
 
-__all__ = ["LAYOUTS", "dataset_layout", "prepare_dataset", "open_cohort"]
+from hamfast.data import brats, nnunet
+from hamfast.data.case import load_case
+from hamfast.data.cohort import Cohort, cohort_paths, read_manifest
+from hamfast.names import BRATS_MODALITIES
+
+__all__ = ["LAYOUTS", "dataset_layout", "settings_layout", "prepare_dataset", "open_cohort", "load_case_with"]
 
 # layout -> (prepare function, settings function, skip reasons that are no error under on_error="raise")
 LAYOUTS = {
@@ -169,3 +173,55 @@ def _open_cache_folder(path: Path, given: dict) -> Cohort:
         raise ValueError(f"cache folder {path}: {problem} the settings {given}; give the settings that pick one. "
                          f"Caches: {listing}")
     return _note_skipped(Cohort.load(matching[0]), matching[0], given)
+
+
+def settings_layout(settings: dict) -> str:
+    """The layout whose reader wrote these saved reader settings (``Cohort.settings``, a
+    checkpoint's ``reader_settings``): the one reader that takes every key; ``"brats"`` for none
+    (older files)."""
+    fits = [name for name in LAYOUTS if set(settings) <= _keywords(name)]
+    if len(fits) == 1:
+        return fits[0]
+    if not settings or fits:
+        return "brats"
+    raise ValueError(f"reader settings {sorted(settings)} belong to no reader hamfast has ({', '.join(LAYOUTS)})")
+
+
+def load_case_with(
+    path,
+    modalities,
+    settings: dict,
+    *,
+    case: Optional[str] = None,
+    slice_index=None,
+    dropped: Optional[dict] = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One case as the model's input, read by the layout whose reader made ``settings`` (what
+    ``hamfast predict`` needs from a checkpoint: its modality names and reader settings).
+
+    Args:
+        path: BraTS: a patient folder (:func:`hamfast.data.load_case`). nnU-Net: a folder of
+            ``<case>_XXXX.nii.gz`` files, or the dataset root with ``case``
+            (:func:`hamfast.data.load_nnunet_case`).
+        modalities: the M modality names of the model (BraTS: must be t1, t1ce, t2, flair).
+        settings: the cohort's reader settings (``size``, ``slice_policy``, ``percentile``,
+            ``crop``, and ``grid`` for nnU-Net; the rest is ignored).
+        case: nnU-Net only, see ``path``.
+        slice_index: the axial slice for this case (an int, ``"largest_brain"``, ``"central"``);
+            None: the largest lesion area of the label, else the settings' ``slice_policy``.
+        dropped: receives, per modality file present but not used, why.
+
+    Returns:
+        ``(image float32 [M, H, W] in [0, 1], available bool [M], slice_index int)``.
+    """
+    layout = settings_layout(settings)
+    common = {key: settings[key] for key in ("size", "slice_policy", "percentile", "crop") if key in settings}
+    if layout == "nnunet":
+        return nnunet.load_nnunet_case(path, modalities, case=case, slice_index=slice_index, dropped=dropped,
+                                       grid=settings.get("grid", "resample"), **common)
+    if tuple(modalities) != BRATS_MODALITIES:
+        raise ValueError(f"the model's modalities {', '.join(modalities)} are not BraTS's ({', '.join(BRATS_MODALITIES)}) "
+                         "but its reader settings are the BraTS reader's")
+    if case is not None:
+        raise ValueError(f"case={case!r}: a BraTS case is its folder; give the folder")
+    return load_case(path, slice_index=slice_index, dropped=dropped, **common)
