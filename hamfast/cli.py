@@ -41,7 +41,7 @@ from hamfast.checks import (
     check_memory,
     check_network_fits,
     cohort_memory,
-    count_brats_cases,
+    count_cases,
     resolve_device,
     training_memory,
 )
@@ -50,7 +50,14 @@ from hamfast.files import check_output_dir, check_output_file, lock_folder, writ
 from hamfast.experiments.tasks import subset_mask
 from hamfast.experiments.workers import WorkerDied
 from hamfast.experiments.stats import few_runs_warning
-from hamfast.experiments.study import cohort_description, dataset_names, is_brats_root, load_cohort, run_study
+from hamfast.experiments.study import (
+    cohort_description,
+    dataset_names,
+    is_brats_root,
+    is_dataset_root,
+    load_cohort,
+    run_study,
+)
 from hamfast.models import METHODS
 from hamfast.names import SURVIVAL_CLASSES
 from hamfast.patterns import NAMES
@@ -64,7 +71,7 @@ log = logging.getLogger("hamfast")
 DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
 # Outside any checkout, so the demo never litters a git tree; printed at the end of the demo.
 DEFAULT_DEMO_OUT = Path.home() / ".cache" / "hamfast" / "demo"
-TRAIN_SIZE = 96  # `train`'s slice side for a BraTS root: the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
+TRAIN_SIZE = 96  # `train`'s slice side for a dataset folder (BraTS or nnU-Net): the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -161,12 +168,15 @@ def _training_switches(args) -> dict:
 
 
 def _slice_index(text: str):
-    if text == "largest_brain":
+    from hamfast.data.slices import SLICE_POLICIES
+
+    if text in SLICE_POLICIES:
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or largest_brain, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or one of {', '.join(SLICE_POLICIES)}, "
+                                         f"got {text!r}") from None
 
 
 def _percentile(text: str) -> float:
@@ -241,40 +251,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hamfast {hamfast.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "synth", "write a synthetic BraTS-like cohort",
+    p = _add(sub, "synth", "write a synthetic dataset (BraTS-like, or nnU-Net layout)",
              "Write a synthetic cohort in the BraTS2019 layout (HGG/LGG case folders with t1, t1ce, t2, flair and seg "
-             "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
+             "NIfTI files, survival_data.csv) whose survival class is learnable from the images; or, with --layout "
+             "nnunet, a dataset in nnU-Net v2's raw layout (dataset.json, imagesTr/<case>_<XXXX>.nii.gz, "
+             "labelsTr/<case>.nii.gz, classes.csv) with the --modalities and --classes given, whose class is "
+             "learnable from the lesion's intensity and where some cases lack modalities (docs/data.md).")
     p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--layout", choices=("brats", "nnunet"), default="brats", help="the dataset layout to write")
     p.add_argument("--cases", type=_positive_int, default=213,
-                   help="patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at least 1) "
-                   "each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, 213 "
-                   "writes 222. At most 100000; an interrupted write resumes when rerun with the same arguments")
+                   help="BraTS: patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at "
+                   "least 1) each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, "
+                   "213 writes 222. nnunet: the cases (at least one per class). At most 100000; an interrupted write "
+                   "resumes when rerun with the same arguments")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=DEFAULT_SHAPE, help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
-                   help="share of the survival risk's variance the images explain (the rest is unlearnable noise)")
-    p.add_argument("--private", type=_share, default=DEFAULT_PRIVATE,
-                   help="share of the explained risk carried by traits each visible in one modality only")
+    p.add_argument("--signal", type=_share, default=None,
+                   help=f"BraTS only: share of the survival risk's variance the images explain (the rest is unlearnable "
+                   f"noise; default {DEFAULT_SIGNAL})")
+    p.add_argument("--private", type=_share, default=None,
+                   help=f"BraTS only: share of the explained risk carried by traits each visible in one modality only "
+                   f"(default {DEFAULT_PRIVATE})")
+    p.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the channel names, 2 to 8 (default: t2w adc dwi)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the class names, at least 2 (default: low high)")
+    p.add_argument("--missing", type=_share, default=None,
+                   help="nnunet only: share of the cases lacking 1 to M-1 modalities (default 0.3)")
 
-    p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
-             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area, or --slice-policy for "
-             "cases without a segmentation) into a cohort cache that --data accepts. Damaged, empty or non-finite "
-             "files, unparsable survival rows and unused files are reported; see docs/data.md.")
-    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or survival_data.csv)")
+    p = _add(sub, "prepare", "read a dataset folder (BraTS or nnU-Net) into the slice cache",
+             "Read a BraTS-layout folder, or an nnU-Net v2 raw dataset (dataset.json, imagesTr/, optional labelsTr/, "
+             "classes.csv), into a cohort cache that --data accepts: one axial slice per patient, the largest tumour "
+             "(lesion) area, or --slice-policy for cases without a segmentation. Damaged, empty or non-finite "
+             "files, unparsable table rows and unused files are reported; see docs/data.md.")
+    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or "
+                   "survival_data.csv), or the nnU-Net dataset (holding dataset.json and imagesTr/)")
     p.add_argument("--cache", type=Path, required=True, help="cache folder to write the cohort into")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (default: native, padded to the largest)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="raise: stop at the first unreadable case, and when more than half of the case folders would "
-                   "be lost (no or unparsable survival row, unreadable); skip: leave such cases out, warn, list them "
-                   "in the cache's report and go on")
-    p.add_argument("--include-censored", action="store_true", help="keep 'ALIVE (N days later)' cases with N days")
-    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|INDEX",
+                   help="raise: stop at the first unreadable case, and (BraTS) when more than half of the case folders "
+                   "would be lost (no or unparsable survival row, unreadable) or (nnU-Net) at a case without a row in "
+                   "classes.csv; skip: leave such cases out, warn, list them in the cache's report and go on")
+    p.add_argument("--include-censored", action="store_true", help="BraTS only: keep 'ALIVE (N days later)' cases with N days")
+    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|central|INDEX",
                    help="the slice of a case without a segmentation (or with an empty one): largest_brain (the most "
-                   "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
-                   "use their largest tumour slice (default: such a case is an error)")
+                   "brain pixels), central (the middle of the slices holding brain) or an axial index (negative counts "
+                   "from the end); cases with a tumour label always use their largest tumour slice (default: BraTS: "
+                   "such a case is an error; nnU-Net: central)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
                    help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: robust "
                    "min-max: min-max with outlier voxels clipped, docs/data.md)")
+    p.add_argument("--grid", choices=("resample", "refuse"), default=None,
+                   help="nnU-Net only: a channel file on another voxel grid than the case's first channel is resampled "
+                   "onto it (trilinear; the label nearest) or refused (default: resample; BraTS always refuses)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
@@ -316,12 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
 
     p = _add(sub, "predict", "class probabilities for one patient folder",
-             "Predict the survival class of one patient from a folder holding any subset of the four NIfTI files "
-             "(t1, t1ce, t2, flair) and a segmentation (for the slice choice) or --slice-index. The model uses the "
+             "Predict the class of one patient (printed with the dataset's class names) from any subset of its "
+             "modality files, read the way the checkpoint's training data was read. BraTS: a patient folder with "
+             "t1, t1ce, t2, flair files and a segmentation (for the slice choice) or --slice-index. nnU-Net layout: "
+             "a folder of <case>_XXXX.nii.gz channel files (XXXX: the channel index of the training dataset.json) "
+             "with an optional <case>.nii.gz lesion mask, or the dataset root with --case. The model uses the "
              "modalities present that carry signal (a file that is all zero or constant is not used, with a warning); "
              "the slice is preprocessed with the checkpoint's data settings.")
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
-    p.add_argument("case_dir", type=Path, help="patient folder")
+    p.add_argument("case_dir", type=Path, help="patient folder (or an nnU-Net dataset root with --case)")
+    p.add_argument("--case", default=None, help="nnU-Net layout: the case id when CASE_DIR holds several cases")
     p.add_argument("--slice-index", type=_slice_index, default=None,
                    help="axial slice (an int, negative counts from the end, or largest_brain); default: the largest "
                    "tumour area of the segmentation. A slice without brain is refused")
@@ -488,11 +521,17 @@ def _one_line(text: str, limit: int = 600) -> str:
 
 
 def _cmd_synth(args) -> int:
+    start = time.perf_counter()
+    out = check_output_dir(args.out, "out")
+    if args.layout == "nnunet":
+        return _synth_nnunet(args, out, start)
+    for option in ("modalities", "classes", "missing"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to --layout nnunet only (the BraTS layout has t1, t1ce, t2, flair "
+                               "and 3 survival classes)")
     from hamfast.data import make_synthetic_brats
     from hamfast.data.synthetic import case_counts, estimate_bytes
 
-    start = time.perf_counter()
-    out = check_output_dir(args.out, "out")
     existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
     counts = case_counts(args.cases)
     folders = sum(counts.values())
@@ -500,23 +539,57 @@ def _cmd_synth(args) -> int:
         log.info("writing %d case folders (%d with a survival label; %d censored, %d unparsable and %d without a "
                  "survival row exercise the reader), at most %.3g GB", folders, counts["ok"], counts["censored"],
                  counts["unparsable"], counts["no_row"], estimate_bytes(args.cases, tuple(args.shape)) / 1e9)
+    signal = DEFAULT_SIGNAL if args.signal is None else args.signal
+    private = DEFAULT_PRIVATE if args.private is None else args.private
     root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
-                                signal=args.signal, private=args.private, progress=not args.quiet)
+                                signal=signal, private=private, progress=not args.quiet)
     verb = "reusing the" if existed else "wrote"
     print(f"{verb} {args.cases} synthetic cases with a survival label in {root}, {folders} case folders in all "
           f"(+{folders - args.cases} that exercise the reader's report) ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
+def _synth_nnunet(args, out: Path, start: float) -> int:
+    from hamfast.data.nnunet import is_nnunet_root
+    from hamfast.data.synthetic_nnunet import DEFAULT_CLASSES, DEFAULT_MISSING, DEFAULT_MODALITIES, make_synthetic_nnunet
+
+    for option in ("signal", "private"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to the BraTS layout only (the survival risk model)")
+    modalities = tuple(args.modalities or DEFAULT_MODALITIES)
+    classes = tuple(args.classes or DEFAULT_CLASSES)
+    existed = is_nnunet_root(out)
+    root = make_synthetic_nnunet(out, modalities, classes, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
+                                 missing=DEFAULT_MISSING if args.missing is None else args.missing,
+                                 progress=not args.quiet)
+    verb = "reusing the" if existed else "wrote"
+    print(f"{verb} {args.cases} synthetic cases in the nnU-Net layout in {root}: modalities {', '.join(modalities)}, "
+          f"classes {', '.join(classes)} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _cmd_prepare(args) -> int:
-    from hamfast.data import prepare_brats
+    from hamfast.data.sources import dataset_layout, prepare_dataset
 
     check_output_dir(args.cache, "--cache")
-    cohort = prepare_brats(
-        args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
-        include_censored=args.include_censored, slice_policy=args.slice_policy, percentile=args.percentile,
-        progress=not args.quiet,
-    )
+    layout = dataset_layout(args.root)
+    if layout is None:
+        check_data_path(args.root, "root")  # says what the folder lacks
+        raise CommandError(f"root {args.root} is neither a BraTS copy nor an nnU-Net raw dataset (dataset.json and "
+                           "imagesTr/); a cache is read by --data, not prepared")
+    settings = dict(size=args.size, on_error=args.on_error, percentile=args.percentile)
+    if layout == "brats":
+        if args.grid is not None:
+            raise CommandError("--grid applies to nnU-Net datasets only (the BraTS reader refuses another voxel grid)")
+        settings.update(include_censored=args.include_censored, slice_policy=args.slice_policy)
+    else:
+        if args.include_censored:
+            raise CommandError("--include-censored applies to BraTS survival only")
+        if args.slice_policy is not None:
+            settings["slice_policy"] = args.slice_policy
+        if args.grid is not None:
+            settings["grid"] = args.grid
+    cohort = prepare_dataset(args.root, cache_dir=args.cache, progress=not args.quiet, **settings)
     counts = cohort.report.get("counts", {})
     print(f"cohort: {cohort_description(cohort)}")
     if counts.get("skipped"):
@@ -546,14 +619,14 @@ def _cmd_train(args) -> int:
     check_data_path(args.data)
     out = check_output_file(args.out or Path(f"hamfast-{args.method}.pt"), "--out")
     history_path = check_output_file(out.with_suffix(".history.json"), "--out")
-    brats = is_brats_root(args.data)
-    if brats:
+    folder = is_dataset_root(args.data)  # NIfTI files to read (and cache), not a cohort cache
+    if folder:
         check_output_dir(args.cache, "--cache")
-    size = args.size if args.size is not None else (TRAIN_SIZE if brats else None)
+    size = args.size if args.size is not None else (TRAIN_SIZE if folder else None)
     if size is not None:
         check_network_fits(size, args.widths, args.kernel_size)
-        if brats:
-            cases = count_brats_cases(args.data)
+        if folder:
+            cases = count_cases(args.data)
             check_memory(cohort_memory(cases, size) + training_memory(size, args.widths, args.kernel_size, args.batch_size, [args.method]),
                          f"reading {cases} cases at --size {size} and training with --batch-size {args.batch_size}")
     reader = {} if size is None else {"size": size}  # no size: a cache of any size will do
@@ -683,19 +756,16 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    import inspect
-
-    from hamfast.data import load_case
+    from hamfast.data.sources import load_case_with
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device, batch_size=1)
     modalities, classes = result.config.modalities, result.config.classes
     reader = result.history["data"]["reader_settings"]
-    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
     dropped: dict = {}
-    image, available, index = load_case(args.case_dir, slice_index=args.slice_index, dropped=dropped,
-                                         **{k: v for k, v in reader.items() if k in accepted})
+    image, available, index = load_case_with(args.case_dir, modalities, reader, case=args.case,
+                                             slice_index=args.slice_index, dropped=dropped)
     if not available.any():
         raise CommandError(f"{args.case_dir}: no modality file ({', '.join(modalities)}); nothing to predict from")
     present = [m for m, here in zip(modalities, available) if here]
@@ -707,13 +777,13 @@ def _cmd_predict(args) -> int:
         raise CommandError(f"{args.case_dir}: the model gives non-finite probabilities {probs}")
     predicted = int(np.argmax(probs))
     if args.json:
-        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
+        print(json.dumps({"case": args.case or args.case_dir.name, "modalities": present, "no_signal": unused,
                           "no_signal_reasons": dropped, "slice_index": int(index),
                           "probabilities": dict(zip(classes, probs)), "predicted": classes[predicted]},
                          allow_nan=False))
         return 0
     not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
-    print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
+    print(f"case {args.case or args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
           f"model {result.config.method}")
     spans = _class_spans(reader, classes)
     width = 1 + max(len(name) for name in classes)
@@ -798,7 +868,7 @@ def _cmd_experiment(args) -> int:
     device = resolve_device(args.device)
     check_data_path(args.data)
     check_output_dir(args.out, "--out")
-    if is_brats_root(args.data):
+    if is_dataset_root(args.data):
         check_output_dir(args.cache, "--cache")
     warning = few_runs_warning(settings.runs)
     if warning:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_brats_cases, training_memory
+from hamfast.checks import check_memory, check_network_fits, cohort_memory, count_cases, training_memory
 from hamfast.experiments.config import ExperimentSettings
 from hamfast.files import LOCK_FILE, check_output_dir, lock_folder, remove_if_only_locks, write_text_atomic
 from hamfast.experiments.plots import write_plots
@@ -21,24 +21,33 @@ from hamfast.experiments.report import (
     write_csv,
 )
 from hamfast.experiments.runner import finished_tasks, pending_tasks, run_experiment
+from hamfast.names import BRATS_MODALITIES
 from hamfast.experiments.tasks import Samples
 
-__all__ = ["is_brats_root", "dataset_names", "load_cohort", "cohort_description", "run_study"]
+__all__ = ["is_brats_root", "is_dataset_root", "dataset_names", "load_cohort", "cohort_description", "run_study"]
 
 log = logging.getLogger(__name__)
 
 
 def is_brats_root(path) -> bool:
     """Whether ``open_cohort`` would read ``path`` as a BraTS copy (rather than a cohort cache)."""
-    from hamfast.data.brats import SURVIVAL_TABLES, TRAINING_DIR
+    from hamfast.data.sources import dataset_layout
 
-    path = Path(path)
-    return path.is_dir() and ((path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES))
+    return dataset_layout(path) == "brats"
+
+
+def is_dataset_root(path) -> bool:
+    """Whether ``open_cohort`` would read ``path`` as a dataset folder of any layout (BraTS or
+    nnU-Net: NIfTI files to read and cache), rather than load a cohort cache."""
+    from hamfast.data.sources import dataset_layout
+
+    return dataset_layout(path) is not None
 
 
 def dataset_names(data) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(modalities, classes)`` of the data at ``data`` without reading its images: a BraTS
-    root's are BraTS's; a cohort file's or cache folder's come from its manifest(s) (written
+    root's are BraTS's; an nnU-Net dataset's come from its ``dataset.json`` and ``classes.csv``
+    (checked: a malformed one is refused here, in one line); a cohort file's or cache folder's come from its manifest(s) (written
     before names were recorded: BraTS's). So settings that depend on the names (test subsets)
     can be made, and checked, before any long work.
 
@@ -46,11 +55,18 @@ def dataset_names(data) -> tuple[tuple[str, ...], tuple[str, ...]]:
         ValueError: a cache folder whose cohorts disagree on the names.
     """
     from hamfast.data.cohort import cohort_paths, read_manifest
-    from hamfast.names import BRATS_MODALITIES, SURVIVAL_CLASSES
+    from hamfast.data.sources import dataset_layout as dataset_layout_of
+    from hamfast.names import SURVIVAL_CLASSES
+
+    from hamfast.data.nnunet import find_nnunet_layout
 
     path = Path(data).expanduser()
-    if is_brats_root(path):
+    layout = dataset_layout_of(path)
+    if layout == "brats":
         return BRATS_MODALITIES, SURVIVAL_CLASSES
+    if layout == "nnunet":
+        found_layout = find_nnunet_layout(path)
+        return tuple(found_layout.spec.modalities), tuple(found_layout.classes)
     candidates = sorted(path.glob("*.json")) if path.is_dir() else [cohort_paths(path)[1]]
     found = set()
     for candidate in candidates:
@@ -66,14 +82,14 @@ def dataset_names(data) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def load_cohort(data, *, cache_dir=None, progress: bool = False, **settings):
-    """``hamfast.data.open_cohort`` of ``data`` (a BraTS root or a cohort cache).
+    """``hamfast.data.open_cohort`` of ``data`` (a BraTS root, an nnU-Net raw dataset or a cohort cache).
 
     Args:
         data: the path.
-        cache_dir: where a BraTS root's slices are cached (ignored for a cache).
+        cache_dir: where a dataset folder's slices are cached (ignored for a cache).
         progress: progress bar while reading NIfTI files.
         **settings: reader settings (``size``, ...); a cache must have been made with them, a
-            BraTS root is read with them. Leave one out to accept a cache made with any value.
+            dataset folder is read with them. Leave one out to accept a cache made with any value.
     """
     from hamfast.data import open_cohort
 
@@ -82,14 +98,15 @@ def load_cohort(data, *, cache_dir=None, progress: bool = False, **settings):
 
 
 def cohort_description(cohort) -> str:
-    """One line: cases, slice size, class and modality counts."""
+    """One line: cases, slice size, class and modality counts (BraTS: ``classes short/mid/long [n0, n1, n2]``)."""
     import numpy as np
 
-    classes = np.bincount(cohort.labels, minlength=len(cohort.classes)).tolist()
+    counts = np.bincount(cohort.labels, minlength=len(cohort.classes)).tolist()
     shape = "x".join(str(s) for s in cohort.images.shape[2:])
     missing = int((~cohort.available).any(1).sum())
-    return (f"{len(cohort)} cases, {shape} px slices, modalities {'/'.join(cohort.modalities)}, classes "
-            f"{'/'.join(cohort.classes)} {classes}, {missing} with a modality missing")
+    modalities = "" if tuple(cohort.modalities) == BRATS_MODALITIES else f", modalities {'/'.join(cohort.modalities)}"
+    return (f"{len(cohort)} cases, {shape} px slices{modalities}, classes {'/'.join(cohort.classes)} {counts}, "
+            f"{missing} with a modality missing")
 
 
 def _check_testable(settings: ExperimentSettings, cohort, data) -> None:
@@ -167,8 +184,8 @@ def run_study(
     out = check_output_dir(out, "--out")
     if settings.size is not None:
         check_network_fits(settings.size, settings.widths, settings.kernel_size)
-        if is_brats_root(data):  # reading it at that size must fit, before it is read
-            cases = count_brats_cases(data)
+        if is_dataset_root(data):  # reading it at that size must fit, before it is read
+            cases = count_cases(data)
             check_memory(cohort_memory(cases, settings.size), f"reading {cases} cases at --size {settings.size}")
     lock_name = LOCK_FILE if shard is None else f".hamfast-shard-{shard[0]}-of-{shard[1]}.lock"
     fresh = not out.exists()
