@@ -301,7 +301,12 @@ def test_synth_cli_options():
     defaults = build_parser().parse_args(["synth", "out"])
     from hamfast.data.synthetic import DEFAULT_PRIVATE, DEFAULT_SIGNAL
 
-    assert (defaults.signal, defaults.private) == (DEFAULT_SIGNAL, DEFAULT_PRIVATE)
+    # Unset on the command line (they are refused for --layout nnunet); the BraTS layout then uses
+    # the generator's defaults, which the help states.
+    assert (defaults.signal, defaults.private) == (None, None)
+    synth_help = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "synth")[1]
+    text = " ".join(synth_help.format_help().split())
+    assert f"default {DEFAULT_SIGNAL}" in text and f"default {DEFAULT_PRIVATE}" in text
     for bad in (["--signal", "1.5"], ["--private", "-0.2"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["synth", "out", *bad])
