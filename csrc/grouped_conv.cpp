@@ -199,6 +199,8 @@ TORCH_LIBRARY(hamfast, m) {
   m.def("built_with_cuda() -> bool", &built_with_cuda);
   // Forgets every measured choice (autotune.h): the next call per signature measures again.
   m.def("autotune_clear() -> ()", [] { autotune::clear(); });
+  // Every kept measurement as JSON (autotune::report_json): key -> winner and median ms per candidate.
+  m.def("autotune_report() -> str", [] { return autotune::report_json(); });
 }
 
 }  // namespace hamfast

@@ -43,6 +43,7 @@ __all__ = [
     "grouped_conv2d",
     "grouped_conv2d_reference",
     "explain",
+    "autotune_report",
     "conv_output_size",
 ]
 
@@ -408,6 +409,22 @@ def explain(
         return torch.ops.hamfast.grouped_conv2d_explain(x, weight, plan.offsets, int(stride), int(padding))
     except NotImplementedError:  # a build whose backend for this device registers no explain
         return f"hamfast.grouped_conv2d on {x.device.type}, {x.dtype}: this build cannot explain {x.device.type} calls\n"
+
+
+def autotune_report() -> dict:
+    """What the run-time autotuner has measured in this process (CPU and CUDA signatures).
+
+    Returns:
+        ``{signature: {"winner": name, "median_ms": {candidate: ms or None}}}``; a signature names
+        the backend, device, dtype, pass, batch bucket, G and shapes; None marks a candidate that
+        could not run (e.g. out of memory). Empty without the compiled op, before the first call,
+        with ``HAMFAST_AUTOTUNE=off``, or after ``torch.ops.hamfast.autotune_clear()``.
+    """
+    if not _extension.available():
+        return {}
+    import json
+
+    return json.loads(torch.ops.hamfast.autotune_report())
 
 
 def grouped_conv2d_reference(
