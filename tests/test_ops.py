@@ -205,6 +205,33 @@ def test_opcheck(device):
 
 
 @requires_extension
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_bias_gradient_op_sums_each_group_exactly(device, dtype):
+    """grouped_conv2d_backward_bias: grad_bias[g, c] = sum of grad_out over group g's samples and
+    pixels, summed in float32 (float64) and rounded once, so integer-valued inputs give the exact sum
+    in every dtype; NCHW and channels_last grad_out, odd sizes, groups without samples (zeros) and an
+    empty batch; the same on a second run (no atomics)."""
+    gen = torch.Generator().manual_seed(3)
+    groups = 5
+    group = torch.tensor([4, 0, 4, 2, 4, 0, 2])  # groups 1 and 3 empty
+    dy64 = torch.randint(-4, 5, (7, 6, 5, 3), generator=gen).double()
+    want = torch.zeros(groups, 6, dtype=torch.float64).index_add_(0, group, dy64.sum((2, 3)))
+    plan = make_group_plan(group.to(device), groups)
+    op = torch.ops.hamfast.grouped_conv2d_backward_bias
+    for layout in (torch.contiguous_format, torch.channels_last):
+        dy = dy64.to(device=device, dtype=dtype).contiguous(memory_format=layout)
+        got = op(dy, plan.order, plan.offsets, groups)
+        assert got.dtype == dtype and got.shape == (groups, 6)
+        assert torch.equal(got.cpu(), want.to(dtype)), (layout, got, want)
+        assert torch.equal(op(dy, plan.order, plan.offsets, groups), got)
+    empty = make_group_plan(torch.zeros(0, dtype=torch.long, device=device), groups)
+    got = op(torch.zeros(0, 6, 5, 3, device=device, dtype=dtype), empty.order, empty.offsets, groups)
+    assert torch.equal(got.cpu(), torch.zeros(groups, 6, dtype=dtype))
+    torch.library.opcheck(op.default, (dy64.to(device=device, dtype=dtype), plan.order, plan.offsets, groups))
+
+
+@requires_extension
 def test_torch_compile_traces_the_op_in_one_graph():
     x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
     plan = make_group_plan(group, weight.shape[0])

@@ -252,18 +252,21 @@ at::Tensor run_backward_weight(const Decision& d, const at::Tensor& grad_out, co
     return d.path == Path::kCudnnGroupsB ? grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo)
                                          : grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
   }
-  auto grad_weight = at::empty(weight_size, x.options());  // every element is written by the reduce
+  auto grad_weight = at::empty(weight_size, x.options());  // every element is written (GEMM or reduce)
   const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
   const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
   with_kernel_type(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
+    // Split-K 1 needs no workspace: the GEMM writes grad_weight directly.
     const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel);
-    auto workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+    at::Tensor workspace;
+    if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
     check_launch(cuda::launch_grouped_conv_backward_weight<T>(
                      cptr<T>(dy_nhwc), cptr<T>(x_nhwc), order_c.const_data_ptr<int64_t>(),
-                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight), workspace.mutable_data_ptr(), shape,
-                     d.kernel, at::cuda::getCurrentCUDAStream()),
+                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight),
+                     bytes > 0 ? workspace.mutable_data_ptr() : nullptr, shape, d.kernel,
+                     at::cuda::getCurrentCUDAStream()),
                  "grad-weight");
   });
   return grad_weight;
@@ -311,6 +314,34 @@ at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const
   return run_backward_weight(d, grad_out, x, order, offsets, weight_size, geo, shape);
 }
 
+// grad_bias [G, Cout] = per group, the sum of grad_out over its samples and pixels: one
+// deterministic kernel (launch_grouped_conv_backward_bias), reading grad_out in NCHW or NHWC as given.
+at::Tensor grouped_conv2d_backward_bias_cuda(const at::Tensor& grad_out, const at::Tensor& order,
+                                             const at::Tensor& offsets, int64_t groups) {
+  const ConvGeometry geo = check_backward_bias_args(grad_out, order, offsets, groups);
+  check_cuda_dtype(grad_out);
+  const c10::cuda::CUDAGuard guard(grad_out.device());
+  auto grad_bias = at::empty({geo.groups, geo.out_channels}, grad_out.options());
+  if (grad_bias.numel() == 0) return grad_bias;
+  TORCH_CHECK(geo.batch * geo.out_height * geo.out_width < (int64_t(1) << 31),
+              "hamfast.grouped_conv2d: batch x pixels reach 2^31, too large for the CUDA kernels");
+  // The kernel reads [B, C, pixels] strides: NCHW and channels_last qualify, anything else is copied.
+  const bool flat = grad_out.size(2) <= 1 || grad_out.size(3) <= 1 || grad_out.stride(2) == grad_out.stride(3) * grad_out.size(3);
+  const auto dy = flat ? grad_out : grad_out.contiguous(grad_out.suggest_memory_format());
+  const cuda::OutStrides st{dy.stride(0), dy.stride(1), dy.size(3) <= 1 ? dy.stride(2) : dy.stride(3)};
+  cuda::ConvShape shape{geo.batch, 0, 0, 0, static_cast<int>(geo.groups), static_cast<int>(geo.out_channels), 1, 1, 1, 0,
+                        static_cast<int>(geo.out_height), static_cast<int>(geo.out_width)};
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  with_kernel_type(grad_out.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(cuda::launch_grouped_conv_backward_bias<T>(cptr<T>(dy), st, order_c.const_data_ptr<int64_t>(),
+                                                            offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_bias),
+                                                            shape, at::cuda::getCurrentCUDAStream()),
+                 "grad-bias");
+  });
+  return grad_bias;
+}
+
 // Which path each pass of a call with these arguments takes, and why. Reads shapes, dtype and the
 // device's properties only (never the offsets' contents): no sync.
 std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& offsets,
@@ -322,7 +353,7 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
   const cuda::ConvShape shape = kernel_shape(geo);
   const cuda::DeviceInfo dev = device_info(x);
   const Precision precision = precision_of(x.scalar_type());
-  const int64_t elem = x.element_size(), vec = 16 / elem;
+  const int elem = static_cast<int>(x.element_size());
   const cuda::Context context = cuda::tune_context();
   std::ostringstream s;
   s << "hamfast.grouped_conv2d on " << dev.name << " (sm_" << dev.sm_major << dev.sm_minor << ", " << dev.sm_count
@@ -338,10 +369,14 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     const Decision d = cuda::decide(pass, precision, shape, dev, context, &measure_first);
     s << "  " << cuda::pass_name(pass) << ": " << cuda::describe(d, precision);
     if (d.path == Path::kTensorCore || d.path == Path::kSimt) {
-      const bool wide = pass == PassKind::kForward     ? geo.in_channels % vec == 0
-                        : pass == PassKind::kGradInput ? geo.out_channels % vec == 0
-                                                       : geo.in_channels % vec == 0 && geo.out_channels % vec == 0;
-      s << (wide ? ", 16-byte cp.async loads" : ", element-wise loads (channels not a multiple of 16 bytes)");
+      // As the launchers decide (grouped_conv_kernels.cu), given aligned tensors.
+      const int64_t ca = pass == PassKind::kGradInput ? geo.out_channels : geo.in_channels;
+      const int64_t cb = pass == PassKind::kGradWeight ? geo.out_channels : ca;
+      const int bytes = std::min(cuda::operand_copy_bytes(elem, ca), cuda::operand_copy_bytes(elem, cb));
+      if (bytes > elem)
+        s << ", " << bytes << "-byte cp.async loads";
+      else
+        s << ", element-wise loads (channels not a multiple of 8 or 16 bytes)";
     }
     s << "\n    why: " << d.why << "\n";
   }
@@ -354,6 +389,7 @@ TORCH_LIBRARY_IMPL(hamfast, CUDA, m) {
   m.impl("grouped_conv2d", &grouped_conv2d_cuda);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cuda);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cuda);
+  m.impl("grouped_conv2d_backward_bias", &grouped_conv2d_backward_bias_cuda);
   m.impl("grouped_conv2d_explain", &grouped_conv2d_explain_cuda);
 }
 
