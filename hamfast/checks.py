@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 __all__ = [
     "resolve_device",
     "check_data_path",
-    "count_brats_cases",
+    "count_cases",
     "check_network_fits",
     "check_checkpoint_size",
     "MAX_SLICE_SIZE",
@@ -73,7 +73,8 @@ def resolve_device(device: str, option: str = "--device") -> str:
 def check_data_path(path, option: str = "--data") -> Path:
     """Check that ``path`` looks like something ``hamfast.data.open_cohort`` reads, without reading it.
 
-    Accepted: a BraTS root (``MICCAI_BraTS_2019_Data_Training/`` or a survival table in it), a cache
+    Accepted: a BraTS root (``MICCAI_BraTS_2019_Data_Training/`` or a survival table in it), an
+    nnU-Net raw dataset (``dataset.json`` and ``imagesTr/``), a cache
     folder (holding ``*.json`` manifests; which one matches is decided when it is opened), or a
     cohort file (``.npz``/``.json``, the suffix may be left out).
 
@@ -82,31 +83,46 @@ def check_data_path(path, option: str = "--data") -> Path:
     """
     from hamfast.data.brats import SURVIVAL_TABLES, TRAINING_DIR
     from hamfast.data.cohort import cohort_paths
+    from hamfast.data.nnunet import DATASET_JSON, IMAGES_DIR
+    from hamfast.data.sources import dataset_layout
 
     path = Path(path).expanduser()
     try:
         if path.is_dir():
-            if (path / TRAINING_DIR).is_dir() or any((path / n).is_file() for n in SURVIVAL_TABLES):
+            if dataset_layout(path) is not None:
                 return path
+            if (path / DATASET_JSON).is_file():
+                raise ValueError(f"{option} {path} has a {DATASET_JSON} but no {IMAGES_DIR}/ folder: not an nnU-Net raw "
+                                 "dataset hamfast reads")
             if any(path.glob("*.json")):
                 return path
             raise ValueError(f"{option} {path} holds no cohort: neither a BraTS copy ({TRAINING_DIR}/ or "
-                             f"{' / '.join(SURVIVAL_TABLES)}) nor a cache folder (run `hamfast prepare`)")
+                             f"{' / '.join(SURVIVAL_TABLES)}), nor an nnU-Net raw dataset ({DATASET_JSON} and "
+                             f"{IMAGES_DIR}/), nor a cache folder (run `hamfast prepare`)")
         if path.exists() and not path.is_file():
             raise ValueError(f"{option} {path} is neither a folder nor a file")
         if not cohort_paths(path)[0].is_file():
-            raise ValueError(f"{option} {path}: no such BraTS folder, cache folder or cohort file")
+            raise ValueError(f"{option} {path}: no such dataset folder (BraTS or nnU-Net), cache folder or cohort file")
     except OSError as exc:
         raise ValueError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
     return path
 
 
-def count_brats_cases(root) -> int:
-    """The number of case folders of a BraTS copy (HGG/ and LGG/ subfolders), without reading them."""
+def count_cases(root) -> int:
+    """The number of cases of a dataset folder without reading them: a BraTS copy's case folders
+    (HGG/ and LGG/ subfolders), an nnU-Net dataset's distinct ``<case>_XXXX`` names in imagesTr;
+    0 for anything else."""
     from hamfast.data.brats import TRAINING_DIR
+    from hamfast.data.nnunet import IMAGES_DIR, channel_file_case
+    from hamfast.data.sources import dataset_layout
 
     root = Path(root)
+    layout = dataset_layout(root)
+    if layout == "nnunet":
+        return len({case for case in map(channel_file_case, (root / IMAGES_DIR).iterdir()) if case is not None})
     total = 0
+    if layout != "brats":
+        return total
     for base in (root / TRAINING_DIR, root):
         for grade in ("HGG", "LGG"):
             folder = base / grade
@@ -114,6 +130,7 @@ def count_brats_cases(root) -> int:
                 total += sum(1 for p in folder.iterdir() if p.is_dir())
         if total:
             return total
+    return total
     return total
 
 

@@ -28,14 +28,11 @@ import numpy as np
 
 import hamfast
 from hamfast.experiments.config import (
-    ALL_SUBSETS,
-    COMPLETE,
     DEMO_OVERRIDES,
-    PAPER_SUBSETS,
     EXPERIMENT_METHODS,
     PRESETS,
     make_settings,
-    parse_subset,
+    parse_subsets,
     subset_label,
 )
 from hamfast.checks import (
@@ -44,7 +41,7 @@ from hamfast.checks import (
     check_memory,
     check_network_fits,
     cohort_memory,
-    count_brats_cases,
+    count_cases,
     resolve_device,
     training_memory,
 )
@@ -53,8 +50,17 @@ from hamfast.files import check_output_dir, check_output_file, lock_folder, writ
 from hamfast.experiments.tasks import subset_mask
 from hamfast.experiments.workers import WorkerDied
 from hamfast.experiments.stats import few_runs_warning
-from hamfast.experiments.study import cohort_description, is_brats_root, load_cohort, run_study
+from hamfast.experiments.study import (
+    cohort_description,
+    dataset_names,
+    is_brats_root,
+    is_dataset_root,
+    load_cohort,
+    run_study,
+)
 from hamfast.models import METHODS
+from hamfast.names import SURVIVAL_CLASSES
+from hamfast.patterns import NAMES
 from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.training.trainer import SCHEDULES
 
@@ -62,11 +68,10 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("hamfast")
 
-CLASS_NAMES = ("short", "mid", "long")
 DEFAULT_CACHE = Path.home() / ".cache" / "hamfast" / "cohorts"
 # Outside any checkout, so the demo never litters a git tree; printed at the end of the demo.
 DEFAULT_DEMO_OUT = Path.home() / ".cache" / "hamfast" / "demo"
-TRAIN_SIZE = 96  # `train`'s slice side for a BraTS root: the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
+TRAIN_SIZE = 96  # `train`'s slice side for a dataset folder (BraTS or nnU-Net): the smallest a 4-block, 5x5 CBRTiny takes (91) rounded up
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -163,12 +168,15 @@ def _training_switches(args) -> dict:
 
 
 def _slice_index(text: str):
-    if text == "largest_brain":
+    from hamfast.data.slices import SLICE_POLICIES
+
+    if text in SLICE_POLICIES:
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or largest_brain, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be an axial index (an integer) or one of {', '.join(SLICE_POLICIES)}, "
+                                         f"got {text!r}") from None
 
 
 def _percentile(text: str) -> float:
@@ -190,8 +198,8 @@ def _add_wait(parser) -> None:
 
 def _add_model_options(parser, defaults: dict) -> None:
     group = parser.add_argument_group("model and training")
-    group.add_argument("--widths", type=_positive_int, nargs=4, metavar="W", default=defaults.get("widths"),
-                       help="CBRTiny block widths (the paper: 64 128 256 512)")
+    group.add_argument("--widths", type=_positive_int, nargs="+", metavar="W", default=defaults.get("widths"),
+                       help="CBRTiny block widths, one conv block per value, any number >= 1 (the paper: 64 128 256 512)")
     group.add_argument("--hidden", type=_positive_int, default=defaults.get("hidden"), help="HAM hypernetwork width")
     group.add_argument("--kernel-size", type=_positive_int, default=defaults.get("kernel_size"), help="conv kernel side")
     group.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size"), help="samples per step")
@@ -243,40 +251,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hamfast {hamfast.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "synth", "write a synthetic BraTS-like cohort",
+    p = _add(sub, "synth", "write a synthetic dataset (BraTS-like, or nnU-Net layout)",
              "Write a synthetic cohort in the BraTS2019 layout (HGG/LGG case folders with t1, t1ce, t2, flair and seg "
-             "NIfTI files, survival_data.csv) whose survival class is learnable from the images.")
+             "NIfTI files, survival_data.csv) whose survival class is learnable from the images; or, with --layout "
+             "nnunet, a dataset in nnU-Net v2's raw layout (dataset.json, imagesTr/<case>_<XXXX>.nii.gz, "
+             "labelsTr/<case>.nii.gz, classes.csv) with the --modalities and --classes given, whose class is "
+             "learnable from the lesion's intensity and where some cases lack modalities (docs/data.md).")
     p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--layout", choices=("brats", "nnunet"), default="brats", help="the dataset layout to write")
     p.add_argument("--cases", type=_positive_int, default=213,
-                   help="patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at least 1) "
-                   "each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, 213 "
-                   "writes 222. At most 100000; an interrupted write resumes when rerun with the same arguments")
+                   help="BraTS: patients with a usable survival label (BraTS2019 has 213); on top, 1.5 %% of that (at "
+                   "least 1) each of censored, unparsable-survival and no-survival-row cases, so 40 writes 43 folders, "
+                   "213 writes 222. nnunet: the cases (at least one per class). At most 100000; an interrupted write "
+                   "resumes when rerun with the same arguments")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("H", "W", "D"), default=DEFAULT_SHAPE, help="volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--signal", type=_share, default=DEFAULT_SIGNAL,
-                   help="share of the survival risk's variance the images explain (the rest is unlearnable noise)")
-    p.add_argument("--private", type=_share, default=DEFAULT_PRIVATE,
-                   help="share of the explained risk carried by traits each visible in one modality only")
+    p.add_argument("--signal", type=_share, default=None,
+                   help=f"BraTS only: share of the survival risk's variance the images explain (the rest is unlearnable "
+                   f"noise; default {DEFAULT_SIGNAL})")
+    p.add_argument("--private", type=_share, default=None,
+                   help=f"BraTS only: share of the explained risk carried by traits each visible in one modality only "
+                   f"(default {DEFAULT_PRIVATE})")
+    p.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the channel names, 2 to 8 (default: t2w adc dwi)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                   help="nnunet only: the class names, at least 2 (default: low high)")
+    p.add_argument("--missing", type=_share, default=None,
+                   help="nnunet only: share of the cases lacking 1 to M-1 modalities (default 0.3)")
 
-    p = _add(sub, "prepare", "read a BraTS folder into the slice cache",
-             "Read a BraTS-layout folder (one axial slice per patient: the largest tumour area, or --slice-policy for "
-             "cases without a segmentation) into a cohort cache that --data accepts. Damaged, empty or non-finite "
-             "files, unparsable survival rows and unused files are reported; see docs/data.md.")
-    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or survival_data.csv)")
+    p = _add(sub, "prepare", "read a dataset folder (BraTS or nnU-Net) into the slice cache",
+             "Read a BraTS-layout folder, or an nnU-Net v2 raw dataset (dataset.json, imagesTr/, optional labelsTr/, "
+             "classes.csv), into a cohort cache that --data accepts: one axial slice per patient, the largest tumour "
+             "(lesion) area, or --slice-policy for cases without a segmentation. Damaged, empty or non-finite "
+             "files, unparsable table rows and unused files are reported; see docs/data.md.")
+    p.add_argument("root", type=Path, help="the BraTS copy (holding MICCAI_BraTS_2019_Data_Training/ or "
+                   "survival_data.csv), or the nnU-Net dataset (holding dataset.json and imagesTr/)")
     p.add_argument("--cache", type=Path, required=True, help="cache folder to write the cohort into")
     p.add_argument("--size", type=_positive_int, default=None, help="slice side in pixels (default: native, padded to the largest)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="raise: stop at the first unreadable case, and when more than half of the case folders would "
-                   "be lost (no or unparsable survival row, unreadable); skip: leave such cases out, warn, list them "
-                   "in the cache's report and go on")
-    p.add_argument("--include-censored", action="store_true", help="keep 'ALIVE (N days later)' cases with N days")
-    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|INDEX",
+                   help="raise: stop at the first unreadable case, and (BraTS) when more than half of the case folders "
+                   "would be lost (no or unparsable survival row, unreadable) or (nnU-Net) at a case without a row in "
+                   "classes.csv; skip: leave such cases out, warn, list them in the cache's report and go on")
+    p.add_argument("--include-censored", action="store_true", help="BraTS only: keep 'ALIVE (N days later)' cases with N days")
+    p.add_argument("--slice-policy", type=_slice_index, default=None, metavar="largest_brain|central|INDEX",
                    help="the slice of a case without a segmentation (or with an empty one): largest_brain (the most "
-                   "brain pixels) or an axial index (negative counts from the end); cases with a tumour label always "
-                   "use their largest tumour slice (default: such a case is an error)")
+                   "brain pixels), central (the middle of the slices holding brain) or an axial index (negative counts "
+                   "from the end); cases with a tumour label always use their largest tumour slice (default: BraTS: "
+                   "such a case is an error; nnU-Net: central)")
     p.add_argument("--percentile", type=_percentile, default=None, metavar="P",
                    help="clip each modality to the (100-P, P) percentiles of the brain before scaling (default: robust "
                    "min-max: min-max with outlier voxels clipped, docs/data.md)")
+    p.add_argument("--grid", choices=("resample", "refuse"), default=None,
+                   help="nnU-Net only: a channel file on another voxel grid than the case's first channel is resampled "
+                   "onto it (trilinear; the label nearest) or refused (default: resample; BraTS always refuses)")
 
     p = _add(sub, "train", "train one model; writes a checkpoint and its history",
              "Train one method on a cohort and write the checkpoint (weights, config, loss history, and the data "
@@ -309,20 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
     p.add_argument("--data", type=Path, required=True, help="BraTS root or cohort cache (read with the checkpoint's settings)")
     p.add_argument("--cases", choices=("held-out", "all"), default="held-out", help="which cases to evaluate")
-    p.add_argument("--subsets", default="all15",
-                   help="all15 (every subset), paper (Table 2's seven) or a comma list like t1+t2,flair,all "
+    p.add_argument("--subsets", default="every",
+                   help="every (all 2^M-1 subsets of the model's M modalities; all15 for BraTS's four), paper "
+                   "(Table 2's seven, BraTS only) or a comma list of the model's modality names like t1+t2,flair,all "
                    "(all: the complete set, as the table labels it)")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where a BraTS root's slices are cached")
     _add_device(p)
 
     p = _add(sub, "predict", "class probabilities for one patient folder",
-             "Predict the survival class of one patient from a folder holding any subset of the four NIfTI files "
-             "(t1, t1ce, t2, flair) and a segmentation (for the slice choice) or --slice-index. The model uses the "
+             "Predict the class of one patient (printed with the dataset's class names) from any subset of its "
+             "modality files, read the way the checkpoint's training data was read. BraTS: a patient folder with "
+             "t1, t1ce, t2, flair files and a segmentation (for the slice choice) or --slice-index. nnU-Net layout: "
+             "a folder of <case>_XXXX.nii.gz channel files (XXXX: the channel index of the training dataset.json) "
+             "with an optional <case>.nii.gz lesion mask, or the dataset root with --case. The model uses the "
              "modalities present that carry signal (a file that is all zero or constant is not used, with a warning); "
              "the slice is preprocessed with the checkpoint's data settings.")
     p.add_argument("checkpoint", type=Path, help="checkpoint written by `hamfast train`")
-    p.add_argument("case_dir", type=Path, help="patient folder")
+    p.add_argument("case_dir", type=Path, help="patient folder (or an nnU-Net dataset root with --case)")
+    p.add_argument("--case", default=None, help="nnU-Net layout: the case id when CASE_DIR holds several cases")
     p.add_argument("--slice-index", type=_slice_index, default=None,
                    help="axial slice (an int, negative counts from the end, or largest_brain); default: the largest "
                    "tumour area of the segmentation. A slice without brain is refused")
@@ -391,8 +423,9 @@ def _add_experiment_parser(sub) -> None:
     p.add_argument("--completeness", type=_fraction, nargs="+", default=None,
                    help="training completeness levels (default: 1 0.75 0.5 0.25 for A, 0.25 for B)")
     p.add_argument("--subsets", default=None,
-                   help="B: paper (Table 2's seven rows), all15, or a comma list like t1+t2,t2+flair,all (all: the "
-                   "complete set)")
+                   help="B: paper (Table 2's seven rows, BraTS only; its default for BraTS), every (all 2^M-1 subsets "
+                   "of the data's M modalities; the default for other data; all15 for BraTS), or a comma list of the "
+                   "data's modality names like t1+t2,t2+flair,all (all: the complete set)")
     p.add_argument("--seed", type=int, default=None, help="base seed (run r uses seed + r)")
     p.add_argument("--split", choices=("per-run", "fixed"), default=None, help="a new stratified split per run (quick), or one for all runs (paper)")
     p.add_argument("--test-size", type=_positive_int, default=None, help="test cases per split")
@@ -488,11 +521,17 @@ def _one_line(text: str, limit: int = 600) -> str:
 
 
 def _cmd_synth(args) -> int:
+    start = time.perf_counter()
+    out = check_output_dir(args.out, "out")
+    if args.layout == "nnunet":
+        return _synth_nnunet(args, out, start)
+    for option in ("modalities", "classes", "missing"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to --layout nnunet only (the BraTS layout has t1, t1ce, t2, flair "
+                               "and 3 survival classes)")
     from hamfast.data import make_synthetic_brats
     from hamfast.data.synthetic import case_counts, estimate_bytes
 
-    start = time.perf_counter()
-    out = check_output_dir(args.out, "out")
     existed = is_brats_root(out)  # made before: reused when the arguments match, refused otherwise
     counts = case_counts(args.cases)
     folders = sum(counts.values())
@@ -500,23 +539,57 @@ def _cmd_synth(args) -> int:
         log.info("writing %d case folders (%d with a survival label; %d censored, %d unparsable and %d without a "
                  "survival row exercise the reader), at most %.3g GB", folders, counts["ok"], counts["censored"],
                  counts["unparsable"], counts["no_row"], estimate_bytes(args.cases, tuple(args.shape)) / 1e9)
+    signal = DEFAULT_SIGNAL if args.signal is None else args.signal
+    private = DEFAULT_PRIVATE if args.private is None else args.private
     root = make_synthetic_brats(out, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
-                                signal=args.signal, private=args.private, progress=not args.quiet)
+                                signal=signal, private=private, progress=not args.quiet)
     verb = "reusing the" if existed else "wrote"
     print(f"{verb} {args.cases} synthetic cases with a survival label in {root}, {folders} case folders in all "
           f"(+{folders - args.cases} that exercise the reader's report) ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
+def _synth_nnunet(args, out: Path, start: float) -> int:
+    from hamfast.data.nnunet import is_nnunet_root
+    from hamfast.data.synthetic_nnunet import DEFAULT_CLASSES, DEFAULT_MISSING, DEFAULT_MODALITIES, make_synthetic_nnunet
+
+    for option in ("signal", "private"):
+        if getattr(args, option) is not None:
+            raise CommandError(f"--{option} applies to the BraTS layout only (the survival risk model)")
+    modalities = tuple(args.modalities or DEFAULT_MODALITIES)
+    classes = tuple(args.classes or DEFAULT_CLASSES)
+    existed = is_nnunet_root(out)
+    root = make_synthetic_nnunet(out, modalities, classes, n_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
+                                 missing=DEFAULT_MISSING if args.missing is None else args.missing,
+                                 progress=not args.quiet)
+    verb = "reusing the" if existed else "wrote"
+    print(f"{verb} {args.cases} synthetic cases in the nnU-Net layout in {root}: modalities {', '.join(modalities)}, "
+          f"classes {', '.join(classes)} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _cmd_prepare(args) -> int:
-    from hamfast.data import prepare_brats
+    from hamfast.data.sources import dataset_layout, prepare_dataset
 
     check_output_dir(args.cache, "--cache")
-    cohort = prepare_brats(
-        args.root, cache_dir=args.cache, size=args.size, on_error=args.on_error,
-        include_censored=args.include_censored, slice_policy=args.slice_policy, percentile=args.percentile,
-        progress=not args.quiet,
-    )
+    layout = dataset_layout(args.root)
+    if layout is None:
+        check_data_path(args.root, "root")  # says what the folder lacks
+        raise CommandError(f"root {args.root} is neither a BraTS copy nor an nnU-Net raw dataset (dataset.json and "
+                           "imagesTr/); a cache is read by --data, not prepared")
+    settings = dict(size=args.size, on_error=args.on_error, percentile=args.percentile)
+    if layout == "brats":
+        if args.grid is not None:
+            raise CommandError("--grid applies to nnU-Net datasets only (the BraTS reader refuses another voxel grid)")
+        settings.update(include_censored=args.include_censored, slice_policy=args.slice_policy)
+    else:
+        if args.include_censored:
+            raise CommandError("--include-censored applies to BraTS survival only")
+        if args.slice_policy is not None:
+            settings["slice_policy"] = args.slice_policy
+        if args.grid is not None:
+            settings["grid"] = args.grid
+    cohort = prepare_dataset(args.root, cache_dir=args.cache, progress=not args.quiet, **settings)
     counts = cohort.report.get("counts", {})
     print(f"cohort: {cohort_description(cohort)}")
     if counts.get("skipped"):
@@ -546,14 +619,14 @@ def _cmd_train(args) -> int:
     check_data_path(args.data)
     out = check_output_file(args.out or Path(f"hamfast-{args.method}.pt"), "--out")
     history_path = check_output_file(out.with_suffix(".history.json"), "--out")
-    brats = is_brats_root(args.data)
-    if brats:
+    folder = is_dataset_root(args.data)  # NIfTI files to read (and cache), not a cohort cache
+    if folder:
         check_output_dir(args.cache, "--cache")
-    size = args.size if args.size is not None else (TRAIN_SIZE if brats else None)
+    size = args.size if args.size is not None else (TRAIN_SIZE if folder else None)
     if size is not None:
         check_network_fits(size, args.widths, args.kernel_size)
-        if brats:
-            cases = count_brats_cases(args.data)
+        if folder:
+            cases = count_cases(args.data)
             check_memory(cohort_memory(cases, size) + training_memory(size, args.widths, args.kernel_size, args.batch_size, [args.method]),
                          f"reading {cases} cases at --size {size} and training with --batch-size {args.batch_size}")
     reader = {} if size is None else {"size": size}  # no size: a cache of any size will do
@@ -569,6 +642,10 @@ def _cmd_train(args) -> int:
         train_idx, test_idx = data.stratified_split(cohort.labels, test_size=args.test_size, seed=args.seed)
     else:
         train_idx, test_idx = np.arange(len(cohort)), np.array([], dtype=np.int64)
+    untrained = [name for k, name in enumerate(cohort.classes) if not (cohort.labels[train_idx] == k).any()]
+    if untrained:
+        raise CommandError(f"--data {args.data}: class(es) {', '.join(untrained)} have no training case (of "
+                           f"{len(train_idx)}); a classifier cannot learn them")
     available = cohort.available[train_idx]
     if args.completeness < 1:
         drop = data.drop_one_modality if args.missing == "one" else data.drop_random_modalities
@@ -576,7 +653,8 @@ def _cmd_train(args) -> int:
     config = TrainConfig(
         args.method, schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         widths=args.widths, hidden=args.hidden, kernel_size=args.kernel_size, seed=args.seed, device=device,
-        augment=args.augment is not False, precision=args.precision, **_training_switches(args),
+        augment=args.augment is not False, precision=args.precision, modalities=cohort.modalities,
+        classes=cohort.classes, **_training_switches(args),
     )
     log.info("training %s for %d iterations on %d cases (%d complete) on %s", args.method, args.iterations,
              len(train_idx), int(available.all(1).sum()), device)
@@ -602,13 +680,9 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _parse_subsets(text: str) -> tuple[str, ...]:
-    if text == "paper":
-        return PAPER_SUBSETS
-    if text == "all15":
-        return ALL_SUBSETS
-    try:  # "all": the complete set, the name the tables print for it
-        return tuple(COMPLETE if part.strip() == "all" else parse_subset(part) for part in text.split(","))
+def _parse_subsets(text: str, modalities=NAMES) -> tuple[str, ...]:
+    try:
+        return parse_subsets(text, modalities)
     except ValueError as exc:
         raise CommandError(f"--subsets: {exc}") from None
 
@@ -636,13 +710,18 @@ def _cmd_evaluate(args) -> int:
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
-    subsets = _parse_subsets(args.subsets)
     if args.json is not None:
         check_output_file(args.json, "--json")
     result = _load_checkpoint(args.checkpoint, device, batch_size=64)
+    modalities = result.config.modalities
+    subsets = _parse_subsets(args.subsets, modalities)
     check_data_path(args.data)
     info = result.history["data"]
     cohort = load_cohort(args.data, cache_dir=args.cache, progress=not args.quiet, **info["reader_settings"])
+    for what in ("modalities", "classes"):
+        if tuple(getattr(cohort, what)) != tuple(getattr(result.config, what)):
+            raise CommandError(f"--data {args.data}: {what} {', '.join(getattr(cohort, what))}, but the checkpoint's "
+                               f"model was trained on {', '.join(getattr(result.config, what))}")
     if args.cases == "held-out":
         wanted = set(info["test_ids"])
         if not wanted:
@@ -654,20 +733,21 @@ def _cmd_evaluate(args) -> int:
         index = np.arange(len(cohort))
     rows = []
     for subset in subsets:
-        mask = subset_mask(subset)
+        mask = subset_mask(subset, modalities)
         cases = index[(cohort.available[index] | ~mask).all(1)]
         if cases.size == 0:
             log.warning("no case has every modality of %s; skipped", subset)
             continue
         probs = predict_proba(result.model, cohort.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device)
-        metrics = classification_metrics(cohort.labels[cases], probs.argmax(1).numpy())
+        metrics = classification_metrics(cohort.labels[cases], probs.argmax(1).numpy(), result.config.num_classes,
+                                         class_names=result.config.classes)
         rows.append({"subset": subset, "cases": int(cases.size),
                      **{k: metrics[k] for k in ("balanced_accuracy", "sensitivity", "specificity", "precision")}})
     rows.sort(key=lambda r: (r["subset"].count("+"), r["subset"]))
     print(f"{result.config.method} on {index.size} {args.cases} case(s) of {args.data}")
     print(f"{'test modalities':<24}{'cases':>6}{'BAcc':>8}{'Sens':>8}{'Spec':>8}{'Prec':>8}")
     for r in rows:
-        print(f"{subset_label(r['subset']):<24}{r['cases']:>6}{r['balanced_accuracy']:>8.3f}{r['sensitivity']:>8.3f}"
+        print(f"{subset_label(r['subset'], modalities):<24}{r['cases']:>6}{r['balanced_accuracy']:>8.3f}{r['sensitivity']:>8.3f}"
               f"{r['specificity']:>8.3f}{r['precision']:>8.3f}")
     if args.json:
         write_json_atomic(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "cases": args.cases, "rows": rows})
@@ -676,43 +756,49 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    import inspect
-
-    from hamfast.data import MODALITIES, load_case
+    from hamfast.data.sources import load_case_with
     from hamfast.training import predict_proba
 
     device = resolve_device(args.device)
     result = _load_checkpoint(args.checkpoint, device, batch_size=1)
+    modalities, classes = result.config.modalities, result.config.classes
     reader = result.history["data"]["reader_settings"]
-    accepted = set(inspect.signature(load_case).parameters) - {"case_dir", "slice_index", "dropped"}
     dropped: dict = {}
-    image, available, index = load_case(args.case_dir, slice_index=args.slice_index, dropped=dropped,
-                                         **{k: v for k, v in reader.items() if k in accepted})
+    image, available, index = load_case_with(args.case_dir, modalities, reader, case=args.case,
+                                             slice_index=args.slice_index, dropped=dropped)
     if not available.any():
-        raise CommandError(f"{args.case_dir}: no modality file ({', '.join(MODALITIES)}); nothing to predict from")
-    present = [m for m, here in zip(MODALITIES, available) if here]
-    unused = [m for m in MODALITIES if m in dropped]
+        raise CommandError(f"{args.case_dir}: no modality file ({', '.join(modalities)}); nothing to predict from")
+    present = [m for m, here in zip(modalities, available) if here]
+    unused = [m for m in modalities if m in dropped]
     if result.config.method == "standard" and not available.all():
         log.warning("the standard model was trained on complete cases only; the missing modalities are zero-filled")
     probs = predict_proba(result.model, image[None], available[None], device=device)[0].tolist()
     if not np.isfinite(probs).all():  # predict_proba refuses them; never print NaN as a prediction
         raise CommandError(f"{args.case_dir}: the model gives non-finite probabilities {probs}")
-    short, long = reader.get("survival_thresholds", (300, 450))
-    ranges = (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")
     predicted = int(np.argmax(probs))
     if args.json:
-        print(json.dumps({"case": args.case_dir.name, "modalities": present, "no_signal": unused,
+        print(json.dumps({"case": args.case or args.case_dir.name, "modalities": present, "no_signal": unused,
                           "no_signal_reasons": dropped, "slice_index": int(index),
-                          "probabilities": dict(zip(CLASS_NAMES, probs)), "predicted": CLASS_NAMES[predicted]},
+                          "probabilities": dict(zip(classes, probs)), "predicted": classes[predicted]},
                          allow_nan=False))
         return 0
     not_used = f" (not used, no signal: {'; '.join(f'{m}: {dropped[m]}' for m in unused)})" if unused else ""
-    print(f"case {args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
+    print(f"case {args.case or args.case_dir.name}: modalities used {', '.join(present)}{not_used}, axial slice {index}, "
           f"model {result.config.method}")
-    for name, span, p in zip(CLASS_NAMES, ranges, probs):
-        print(f"  {name:<6} {p:.3f}  ({span})")
-    print(f"predicted: {CLASS_NAMES[predicted]} survival")
+    spans = _class_spans(reader, classes)
+    width = 1 + max(len(name) for name in classes)
+    for name, p in zip(classes, probs):
+        print(f"  {name:<{width}} {p:.3f}" + (f"  ({spans[name]})" if name in spans else ""))
+    print(f"predicted: {classes[predicted]}" + (" survival" if spans else ""))
     return 0
+
+
+def _class_spans(reader: dict, classes) -> dict:
+    """BraTS survival's classes as day ranges (from the reader's thresholds); nothing for other data."""
+    if tuple(classes) != SURVIVAL_CLASSES or "survival_thresholds" not in reader:
+        return {}
+    short, long = reader["survival_thresholds"]
+    return dict(zip(classes, (f"< {short:g} days", f"{short:g}-{long:g} days", f"> {long:g} days")))
 
 
 def _parse_stop(values) -> dict:
@@ -736,10 +822,14 @@ def _experiment_settings(args):
         iterations=args.iterations, cv_every=args.cv_every, cv_folds=args.cv_folds, precision=args.precision,
         **_training_switches(args),
     )
+    try:
+        modalities = dataset_names(args.data)[0]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.subsets is not None:
         if which == "a":
             raise CommandError("--subsets is for experiment b (experiment a tests on the complete set)")
-        overrides["subsets"] = _parse_subsets(args.subsets)
+        overrides["subsets"] = _parse_subsets(args.subsets, modalities)
     stop = _parse_stop(args.stop)
     if "iterations" in stop and args.iterations is not None and args.iterations != stop["iterations"]:
         raise CommandError(f"--stop fixed {stop['iterations']} and --iterations {args.iterations} disagree")
@@ -747,14 +837,14 @@ def _experiment_settings(args):
     if recorded is None:
         if which is None:
             raise CommandError("experiment: say which experiment (a or b), or give --from OUT/experiment.json")
-        return make_settings(which, args.preset or "quick", **overrides)
+        return make_settings(which, args.preset or "quick", modalities=modalities, **overrides)
     if which != recorded.experiment:
         raise CommandError(f"--from {args.record} records experiment {recorded.experiment}, not {which}")
     if args.preset is not None:
         raise CommandError(f"--preset cannot be combined with --from (the record {args.record} holds every setting)")
-    fields = {k: v for k, v in recorded.to_dict().items() if k not in ("experiment", "preset")}
+    fields = {k: v for k, v in recorded.to_dict().items() if k not in ("experiment", "preset", "modalities")}
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return make_settings(recorded.experiment, recorded.preset, **fields)
+    return make_settings(recorded.experiment, recorded.preset, modalities=recorded.modalities, **fields)
 
 
 def _recorded_settings(path: Path):
@@ -778,7 +868,7 @@ def _cmd_experiment(args) -> int:
     device = resolve_device(args.device)
     check_data_path(args.data)
     check_output_dir(args.out, "--out")
-    if is_brats_root(args.data):
+    if is_dataset_root(args.data):
         check_output_dir(args.cache, "--cache")
     warning = few_runs_warning(settings.runs)
     if warning:

@@ -6,22 +6,27 @@ For class c with ``TP``, ``FN``, ``FP``, ``TN`` counted one-vs-rest over the con
     specificity_c = TN / (TN + FP)
     precision_c   = TP / (TP + FP)
 
-Each metric is the plain mean over all ``num_classes`` classes. ``balanced_accuracy`` is the mean
-recall, as in the paper (for several classes this is *not* MONAI's one-vs-rest balanced accuracy
-``(sensitivity + specificity) / 2``); it equals ``sensitivity``.
+C (``num_classes``) comes from the data: the dataset's class names, never a default.
+``balanced_accuracy`` is the mean recall, as in the paper (for several classes this is *not*
+MONAI's one-vs-rest balanced accuracy ``(sensitivity + specificity) / 2``); it equals
+``sensitivity``.
 
-Convention for empty denominators: a ratio 0/0 counts as 0. So a class that is never predicted
-has precision 0, and a class absent from ``y_true`` has sensitivity 0 (and still counts in the
-mean).
+A class absent from ``y_true`` has no recall: as scikit-learn's ``balanced_accuracy_score``
+documents, it is left out of the recall mean (balanced accuracy and sensitivity average the
+classes present), with a ``UserWarning`` naming it. Specificity and precision average all C classes;
+a ratio 0/0 counts as 0 (a class never predicted has precision 0).
 """
 from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 
 __all__ = ["confusion_matrix", "classification_metrics"]
 
 
-def confusion_matrix(y_true, y_pred, num_classes: int = 3) -> np.ndarray:
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """int64 [C, C], ``cm[t, p]`` = number of samples of true class t predicted as p.
 
     Args:
@@ -57,13 +62,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(num.shape, dtype=np.float64), where=den > 0)
 
 
-def classification_metrics(y_true, y_pred, num_classes: int = 3) -> dict:
+def classification_metrics(y_true, y_pred, num_classes: int, *, class_names: Optional[Sequence[str]] = None,
+                           warn: bool = True) -> dict:
     """Macro-averaged metrics of predicted class indices.
 
     Args:
         y_true: int [N], true classes.
         y_pred: int [N], predicted classes (e.g. ``probs.argmax(1)``).
         num_classes: C.
+        class_names: the C names, for the warning (default: the indices).
+        warn: warn when a class is absent from ``y_true`` (left out of the recall mean).
 
     Returns:
         ``{"balanced_accuracy", "sensitivity", "specificity", "precision", "accuracy"}`` as floats,
@@ -79,9 +87,15 @@ def classification_metrics(y_true, y_pred, num_classes: int = 3) -> dict:
     sensitivity = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
     precision = _ratio(tp, tp + fp)
+    present = (tp + fn) > 0
+    if warn and total and not present.all():
+        names = [str(class_names[c]) if class_names is not None else str(c) for c in np.flatnonzero(~present)]
+        warnings.warn(f"class(es) {', '.join(names)} absent from the true labels ({int(total)} cases): left out of the "
+                      "balanced accuracy (the mean recall of the classes present, as scikit-learn does)", stacklevel=2)
+    recall = float(sensitivity[present].mean()) if present.any() else 0.0
     return {
-        "balanced_accuracy": float(sensitivity.mean()),
-        "sensitivity": float(sensitivity.mean()),
+        "balanced_accuracy": recall,
+        "sensitivity": recall,
         "specificity": float(specificity.mean()),
         "precision": float(precision.mean()),
         "accuracy": float(tp.sum() / total) if total else 0.0,

@@ -81,7 +81,7 @@ def test_a_diverged_task_is_recorded_as_failed_never_scored(batch_models, sample
 
 def test_train_writes_no_checkpoint_of_a_diverged_run(cohort_file, tmp_path, capsys):
     out = tmp_path / "model.pt"
-    argv = ["train", "--data", str(cohort_file), "--method", "ham", "--iterations", "60", "--lr", "1e6",
+    argv = ["train", "--data", str(cohort_file), "--method", "ham", "--iterations", "60", "--lr", "1e30",
             "--widths", "2", "2", "2", "2", "--test-size", "6", "--no-augment", "--out", str(out), "--device", "cpu", "-q"]
     assert cli.main(argv) == 2
     err = _error(capsys)

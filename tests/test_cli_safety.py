@@ -169,6 +169,7 @@ def test_paper_preset_on_small_slices_fails_before_any_worker(tmp_path, cache, c
 
     class Small:  # the default synthetic cohort at its native size: 71 px crops
         images = torch.zeros(40, 4, 71, 71).numpy()
+        modalities = ("t1", "t1ce", "t2", "flair")
 
         def __len__(self):
             return 40

@@ -81,7 +81,7 @@ def test_prepare_rejects_a_bad_slice_policy(cohort, tmp_path, capsys):
     root, _, _ = cohort
     with pytest.raises(SystemExit):
         cli.main(["prepare", str(root), "--cache", str(tmp_path / "c"), "--slice-policy", "middle"])
-    assert "--slice-policy: must be an axial index (an integer) or largest_brain, got 'middle'" in capsys.readouterr().err
+    assert "--slice-policy: must be an axial index (an integer) or one of largest_brain, central, got 'middle'" in capsys.readouterr().err
 
 
 def test_skip_cache_is_accepted_by_evaluate_from_the_cache_and_the_root(cohort, tmp_path, capsys):

@@ -101,6 +101,7 @@ class _FakeConfig:
     def __init__(self, method, iterations=300, seed=0):
         self.method, self.iterations, self.seed, self.device = method, iterations, seed, "cpu"
         self.recalibrate = self.recalibrate_baselines = False
+        self.num_classes = 3
 
 
 def test_cross_validation_picks_the_best_step(monkeypatch):
@@ -247,9 +248,10 @@ def test_outputs_from_results(tmp_path):
     assert list(read[0]) == list(report.RUN_COLUMNS)
     assert read[1]["method"] == "ham" and float(read[1]["balanced_accuracy"]) == pytest.approx(0.3)
 
-    predictions = report.prediction_rows(results)
-    assert len(predictions) == 16 and set(predictions[0]) == set(report.PREDICTION_COLUMNS)
-    assert predictions[1]["prob_2"] == 0.5 and predictions[1]["y_pred"] == 2
+    predictions = report.prediction_rows(results, ("short", "mid", "long"))
+    assert len(predictions) == 16 and set(predictions[0]) == set(report.prediction_columns(("short", "mid", "long")))
+    assert {"prob_short", "prob_mid", "prob_long"} <= set(predictions[0])
+    assert predictions[1]["prob_long"] == 0.5 and predictions[1]["y_pred"] == 2
 
     text = report.summary_markdown(settings, results, {"data": "somewhere", "command": "hamfast experiment a"})
     assert "Table 1a" in text and "Table 1b" in text
@@ -293,7 +295,7 @@ def _scored_results(settings, methods, runs, n_cases=30, seed=0):
         for completeness in settings.completeness:
             for k, method in enumerate(methods):
                 pred = np.where(rng.random(n_cases) < 0.3 + 0.15 * k, y, rng.integers(0, 3, n_cases))
-                metrics = classification_metrics(y, pred)
+                metrics = classification_metrics(y, pred, 3)
                 results.append({
                     "experiment": "a", "run": run, "seed": run, "completeness": completeness, "method": method,
                     "iterations": 3, "cv": None, "loss": [1.0], "train_samples": 10, "train_complete": 5,

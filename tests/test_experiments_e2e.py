@@ -50,9 +50,9 @@ def test_experiment_a(cohort, tmp_path):
     for r in runs:
         cases = groups[r["method"], r["condition"], r["run"]]
         for p in cases:
-            probs = [float(p[f"prob_{c}"]) for c in range(3)]
+            probs = [float(p[f"prob_{name}"]) for name in ("short", "mid", "long")]
             assert sum(probs) == pytest.approx(1, abs=1e-4) and int(p["y_pred"]) == probs.index(max(probs))
-        metrics = classification_metrics([int(p["y_true"]) for p in cases], [int(p["y_pred"]) for p in cases])
+        metrics = classification_metrics([int(p["y_true"]) for p in cases], [int(p["y_pred"]) for p in cases], 3)
         for name in ("balanced_accuracy", "sensitivity", "specificity", "precision"):
             assert float(r[name]) == pytest.approx(metrics[name])
 

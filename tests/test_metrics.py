@@ -32,7 +32,7 @@ def test_class_never_predicted_has_precision_zero():
     # class 0: TP 1, FN 0, FP 1, TN 2 -> sens 1, spec 2/3, prec 1/2
     # class 1: TP 0, FN 1, FP 0, TN 3 -> sens 0, spec 1,   prec 0/0 := 0
     # class 2: TP 2, FN 0, FP 0, TN 2 -> sens 1, spec 1,   prec 1
-    m = classification_metrics([0, 1, 2, 2], [0, 0, 2, 2])
+    m = classification_metrics([0, 1, 2, 2], [0, 0, 2, 2], 3)
     assert m["per_class"]["precision"] == [0.5, 0.0, 1.0]
     assert m["precision"] == pytest.approx(0.5)
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
@@ -42,14 +42,14 @@ def test_class_never_predicted_has_precision_zero():
 
 
 def test_perfect_and_chance_level():
-    assert classification_metrics([0, 1, 2], [0, 1, 2])["balanced_accuracy"] == 1.0
-    assert classification_metrics([0, 1, 2, 0, 1, 2], [0, 0, 0, 0, 0, 0])["balanced_accuracy"] == pytest.approx(1 / 3)
+    assert classification_metrics([0, 1, 2], [0, 1, 2], 3)["balanced_accuracy"] == 1.0
+    assert classification_metrics([0, 1, 2, 0, 1, 2], [0, 0, 0, 0, 0, 0], 3)["balanced_accuracy"] == pytest.approx(1 / 3)
 
 
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="differ in length"):
-        confusion_matrix([0, 1], [0])
+        confusion_matrix([0, 1], [0], 3)
     with pytest.raises(ValueError, match=r"y_pred must lie in \[0, 3\)"):
-        confusion_matrix([0, 1], [0, 3])
+        confusion_matrix([0, 1], [0, 3], 3)
     with pytest.raises(ValueError, match="integer class indices"):
-        confusion_matrix([0.0, 1.0], [0, 1])
+        confusion_matrix([0.0, 1.0], [0, 1], 3)

@@ -187,7 +187,7 @@ def test_bootstrap_observed_matches_the_metrics_and_the_brute_force_replicates()
     results = _random_results(np.random.default_rng(3))
     draws = stats.BootstrapDraws(200, seed=7)
     diff = stats.paired_bootstrap(results, "ham", "standard", "25%", num_classes=3, draws=draws)
-    scores = {(r["method"], r["run"]): classification_metrics(r["evaluations"][0]["y_true"], r["evaluations"][0]["y_pred"])[
+    scores = {(r["method"], r["run"]): classification_metrics(r["evaluations"][0]["y_true"], r["evaluations"][0]["y_pred"], 3)[
         "balanced_accuracy"] for r in results}
     assert diff.mean_a == pytest.approx(np.mean([scores["ham", r] for r in range(4)]))
     assert diff.mean_b == pytest.approx(np.mean([scores["standard", r] for r in range(4)]))
@@ -214,15 +214,16 @@ def test_bootstrap_resamples_each_runs_own_cases_when_runs_differ():
 
 
 def test_bootstrap_over_runs_by_hand():
-    # Every case of class 0 (C = 2: class 1 is only ever predicted): run 0 has ham always right and
-    # standard always wrong, a difference of 1/2 whatever the case draw; run 1 has them equal. The
-    # replicate is (k * 1/2 + (2 - k) * 0) / 2 with k ~ Binomial(2, 1/2) runs drawn of run 0:
-    # 0, 1/4, 1/2 with probabilities 1/4, 1/2, 1/4, so about a quarter of replicates are <= 0.
+    # Every case of class 0 (C = 2: class 1 is only ever predicted, absent from the truth, so left
+    # out of the recall mean as scikit-learn does): run 0 has ham always right and standard always
+    # wrong, a difference of 1 whatever the case draw; run 1 has them equal. The replicate is
+    # (k * 1 + (2 - k) * 0) / 2 with k ~ Binomial(2, 1/2) runs drawn of run 0: 0, 1/2, 1 with
+    # probabilities 1/4, 1/2, 1/4, so about a quarter of replicates are <= 0.
     y = [0] * 10
     results = [_result("ham", 0, y, y), _result("standard", 0, y, [1] * 10),
                _result("ham", 1, y, y), _result("standard", 1, y, y)]
     diff = stats.paired_bootstrap(results, "ham", "standard", "25%", draws=stats.BootstrapDraws(4000, seed=0))
-    assert diff.difference == 0.25 and diff.low == 0.0 and diff.high == 0.5
+    assert diff.difference == 0.5 and diff.low == 0.0 and diff.high == 1.0
     assert diff.p == pytest.approx(0.5, abs=0.05)
 
 

@@ -91,8 +91,8 @@ def float64_training(monkeypatch):
 
     as_inputs, build, batch = trainer._as_inputs, trainer.build_from_config, trainer._batch
 
-    def as_inputs64(*args):
-        out = as_inputs(*args)
+    def as_inputs64(*args, **kwargs):
+        out = as_inputs(*args, **kwargs)
         return (out[0].double(),) + tuple(out[1:])
 
     def batch64(*args):  # the augmentation returns float32

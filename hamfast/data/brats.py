@@ -15,33 +15,41 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from hamfast.data.case import SliceChoice, check_size, check_slice_choice, read_case, scan_case
-from hamfast.data.cohort import Cohort, json_ready, cohort_paths, read_manifest
+from hamfast.data.case import SliceChoice, check_size, check_slice_choice, read_case, scan_case, warn_notes
+from hamfast.data.cache import cache_path, load_or_read
+from hamfast.data.cohort import Cohort, json_ready
 from hamfast.data.naming import MODALITIES, nifti_stem
 from hamfast.data.slices import Percentile, pad_to, percentile_bounds, resize
 from hamfast.data.survival import check_thresholds, read_survival_table, survival_class
 from hamfast.data.volumes import CaseError
 
 __all__ = [
-    "TRAINING_DIR", "SURVIVAL_TABLES", "GRADE_DIRS", "find_layout", "reader_settings", "prepare_brats", "open_cohort",
+    "TRAINING_DIR", "SURVIVAL_TABLES", "GRADE_DIRS", "TABLE_REASONS", "is_brats_root", "find_layout", "reader_settings",
+    "prepare_brats",
 ]
 
 TRAINING_DIR = "MICCAI_BraTS_2019_Data_Training"
 SURVIVAL_TABLES = ("survival_data.csv", "survival_info.csv")
 GRADE_DIRS = ("HGG", "LGG")
 ON_ERROR = ("raise", "skip")
-_TABLE_REASONS = ("no_survival_row", "unparsable_row", "unparsable_survival", "censored")  # skips on_error has no say in
-_NOT_SETTINGS = ("cache_dir", "progress")
+# Skips on_error has no say in (the table's, or the settings'): a cache that made only these serves on_error="raise".
+TABLE_REASONS = ("no_survival_row", "unparsable_row", "unparsable_survival", "censored")
 # Part of a cache's key: bumped when the reader's output for the same files and settings changes
 # (2: orientation from the affine, robust min-max, the signal rule), so an older cache is not reused.
 READER_VERSION = 2
+
+
+def is_brats_root(path) -> bool:
+    """Whether ``path`` is a BraTS copy: a folder holding ``TRAINING_DIR/`` or a survival table
+    (no file is read)."""
+    path = Path(path).expanduser()
+    return path.is_dir() and ((path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES))
 
 
 def _has_nifti(folder: Path) -> bool:
@@ -197,29 +205,9 @@ def prepare_brats(
         "survival_table": str(table_path.resolve()),
         "fingerprint": _fingerprint(table_path, case_dirs),
     }
-    cache_path = None
-    if cache_dir is not None:
-        # on_error is not part of the key: it changes what happens to a bad case, not what a kept case looks like
-        identity = {"settings": {k: v for k, v in settings.items() if k != "on_error"}, "source": source,
-                    "reader": READER_VERSION}
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        cache_path = Path(cache_dir).expanduser() / f"brats_{key[:20]}"
-        if cohort_paths(cache_path)[0].is_file():
-            try:
-                cohort = Cohort.load(cache_path)
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                warnings.warn(f"cohort cache {cache_path}.npz unreadable ({exc}); reading the NIfTI files again")
-            else:
-                if _serves(cohort, on_error):
-                    cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": True}
-                    return cohort
-
-    cohort = _read_cohort(case_dirs, table_path, settings, progress)
-    cohort.report = {"source": source, **cohort.report}
-    if cache_path is not None:
-        cohort.report["cache"] = {"path": str(cache_path) + ".npz", "loaded": False}
-        cohort.save(cache_path)
-    return cohort
+    path = None if cache_dir is None else cache_path(cache_dir, "brats", settings, source, READER_VERSION)
+    return load_or_read(path, lambda cohort: _serves(cohort, on_error),
+                        lambda: _read_cohort(case_dirs, table_path, settings, source, progress))
 
 
 def _loose_cells(text: str) -> set:
@@ -234,18 +222,9 @@ def _serves(cohort: Cohort, on_error: str) -> bool:
     if on_error == "skip" or cohort.settings.get("on_error") != "skip":
         return True
     skipped = cohort.report.get("skipped", [])
-    unreadable = [e for e in skipped if e["reason"] not in _TABLE_REASONS]
+    unreadable = [e for e in skipped if e["reason"] not in TABLE_REASONS]
     folders = cohort.report.get("counts", {}).get("case_folders", len(cohort) + len(skipped))
     return not unreadable and _losses(skipped, folders, Path("survival table")) is None
-
-
-def _warn_notes(notes: list[dict], limit: int = 10) -> None:
-    """Each note as a warning, or the first few and a count when there are many."""
-    shown = notes if len(notes) <= limit else notes[: limit // 2]
-    for note in shown:
-        warnings.warn(note["message"])
-    if len(shown) < len(notes):
-        warnings.warn(f"... and {len(notes) - len(shown)} more notes like these (all in cohort.report['notes'])")
 
 
 def _losses(skipped: list[dict], n_folders: int, table_path: Path) -> Optional[str]:
@@ -260,7 +239,7 @@ def _losses(skipped: list[dict], n_folders: int, table_path: Path) -> Optional[s
             f"e.g. {examples}): check {table_path.name} and the case folders")
 
 
-def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, progress: bool) -> Cohort:
+def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, source: dict, progress: bool) -> Cohort:
     table = read_survival_table(table_path)
     if table.bad_lines:
         warnings.warn(table.bad_line_summary())
@@ -332,7 +311,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
         no_signal.append([m in folder.files and not here for m, here in zip(MODALITIES, mask)])
         indices.append(index)
         rows.append(row)
-    _warn_notes(notes)
+    warn_notes(notes)
 
     reasons = Counter(entry["reason"] for entry in skipped)
     if not ids:
@@ -347,6 +326,7 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
     days = np.array([row.days for row in rows], dtype=np.float64)
     without_images = sorted(set(table.rows) - {d.name for d in case_dirs})
     report = {
+        "source": source,
         "counts": {
             "case_folders": len(case_dirs),
             "kept": len(ids),
@@ -378,83 +358,3 @@ def _read_cohort(case_dirs: Sequence[Path], table_path: Path, settings: dict, pr
         report=report,
         settings=settings,
     )
-
-
-def _settings_mismatch(saved: dict, given: dict) -> list[str]:
-    """The given reader settings (checked and normalised) that differ from a saved cohort's, as text.
-
-    ``on_error`` is left out: it decides what happens to a bad case while reading, not what a kept
-    case looks like, so a cohort read with ``"skip"`` serves a caller that asks ``"raise"`` (see
-    :func:`_note_skipped`).
-    """
-    wanted = reader_settings(**given)
-    return [f"{key}={wanted[key]!r} (cache: {saved.get(key)!r})" for key in given
-            if key != "on_error" and saved.get(key) != wanted[key]]
-
-
-def _note_skipped(cohort: Cohort, path: Path, given: dict) -> Cohort:
-    """Warn when a cache that skipped unreadable cases serves a caller that asked ``on_error="raise"``
-    explicitly (e.g. ``hamfast evaluate`` with a checkpoint trained on a cohort read that way)."""
-    if given.get("on_error") == "raise" and cohort.settings.get("on_error") == "skip":
-        unreadable = [e for e in cohort.report.get("skipped", []) if e["reason"] not in _TABLE_REASONS]
-        if unreadable:
-            warnings.warn(f"cohort cache {path} was read with on_error='skip': {len(unreadable)} unreadable case(s) "
-                          f"left out ({', '.join(e['id'] for e in unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}; "
-                          "see its report)")
-    return cohort
-
-
-def open_cohort(path, **settings) -> Cohort:
-    """A cohort from a cache or a BraTS copy: what ``--data ROOT_OR_CACHE`` accepts.
-
-    Args:
-        path: a BraTS root (then :func:`prepare_brats` runs with ``settings``), a cache folder
-            written by ``prepare_brats(cache_dir=...)``, or one cohort file (``.npz``/``.json``
-            written by :meth:`Cohort.save`, the suffix may be left out).
-        **settings: ``prepare_brats`` keywords. For a cache, the reader settings among them must
-            match the cache's (in a folder they pick the one cache that matches), and ``cache_dir``
-            and ``progress`` are ignored.
-
-    Raises:
-        ValueError: nothing usable at ``path``, or no (or more than one) cache matching the settings.
-    """
-    path = Path(path).expanduser()
-    given = {key: value for key, value in settings.items() if key not in _NOT_SETTINGS}
-    reader_settings(**given)  # unknown keywords and bad values fail here, whatever ``path`` is
-    if path.is_dir():
-        if (path / TRAINING_DIR).is_dir() or any((path / name).is_file() for name in SURVIVAL_TABLES):
-            return prepare_brats(path, **settings)
-        return _open_cache_folder(path, given)
-    if not cohort_paths(path)[0].is_file():
-        raise ValueError(f"{path}: no such BraTS folder, cache folder or cohort file")
-    cohort = Cohort.load(path)
-    mismatch = _settings_mismatch(cohort.settings, given)
-    if mismatch:
-        raise ValueError(f"cohort {path} was made with other settings: asked {', '.join(mismatch)}")
-    return _note_skipped(cohort, path, given)
-
-
-def _open_cache_folder(path: Path, given: dict) -> Cohort:
-    manifests = {}
-    for candidate in sorted(path.glob("*.json")):
-        try:
-            manifests[candidate] = read_manifest(candidate)
-        except (ValueError, OSError):
-            continue
-    if not manifests:
-        raise ValueError(f"{path} is neither a BraTS root (no {TRAINING_DIR}/ nor {' / '.join(SURVIVAL_TABLES)}) "
-                         "nor a cohort cache folder (no hamfast cohort manifest)")
-    matching = [p for p, m in manifests.items() if not _settings_mismatch(m["settings"], given)]
-    if len(matching) > 1:  # the same cohort read with on_error raise and skip: the one asked for, else raise's
-        wanted = given.get("on_error", "raise")
-        exact = [p for p in matching if manifests[p]["settings"].get("on_error") == wanted]
-        same = len({json.dumps({k: v for k, v in manifests[p]["settings"].items() if k != "on_error"}, sort_keys=True)
-                    for p in matching}) == 1
-        if same and exact:
-            matching = exact[:1]
-    if len(matching) != 1:
-        listing = "; ".join(f"{p.name}: {m['settings']}" for p, m in manifests.items())
-        problem = "no cache matches" if not matching else f"{len(matching)} caches match"
-        raise ValueError(f"cache folder {path}: {problem} the settings {given}; give the settings that pick one. "
-                         f"Caches: {listing}")
-    return _note_skipped(Cohort.load(matching[0]), matching[0], given)

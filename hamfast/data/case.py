@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from hamfast.data.slices import (
 )
 from hamfast.data.volumes import CaseError, Volume, read_volume, value_range
 
-__all__ = ["SliceChoice", "LITTLE_BRAIN", "SIGNAL_SHARE", "MIN_SIGNAL_VOXELS", "TUMOUR_OUTSIDE_LIMIT", "check_slice_choice", "check_size", "scan_case", "read_case", "load_case"]
+__all__ = ["SliceChoice", "GRID_CHOICES", "LITTLE_BRAIN", "SIGNAL_SHARE", "MIN_SIGNAL_VOXELS", "TUMOUR_OUTSIDE_LIMIT",
+           "check_slice_choice", "check_size", "check_grid_choice", "scan_case", "read_stack", "read_case", "load_case", "warn_notes"]
 
 SliceChoice = Union[None, int, str]
 # A chosen slice with less brain than this share of the largest brain slice gets a warning.
@@ -38,7 +39,11 @@ MIN_SIGNAL_VOXELS = 100
 TUMOUR_OUTSIDE_LIMIT = 0.5
 # Grids whose corners lie farther apart than this share of the smallest voxel side differ.
 GRID_TOLERANCE = 0.5
+# What a file on another voxel grid than the case's reference modality gets: refused (one line naming
+# the file), or resampled onto the reference grid (trilinear for images, nearest for the label).
+GRID_CHOICES = ("refuse", "resample")
 _POLICY_HINT = "slice_policy (hamfast prepare --slice-policy)"
+_LABEL = " label"  # the label's key beside the modalities' (no modality name has a space)
 _INDEX_HINT = "slice_index (hamfast predict --slice-index)"
 
 
@@ -49,6 +54,14 @@ def check_slice_choice(choice: SliceChoice, argument: str) -> SliceChoice:
     if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
         return int(choice)
     raise ValueError(f"{argument} must be None, an int or one of {SLICE_POLICIES}, got {choice!r}")
+
+
+def check_grid_choice(grid) -> str:
+    """``grid`` checked: one of ``GRID_CHOICES``."""
+    if grid not in GRID_CHOICES:
+        raise ValueError(f"grid must be one of {GRID_CHOICES} (a file on another voxel grid than the case's first "
+                         f"modality: refused or resampled), got {grid!r}")
+    return grid
 
 
 def check_size(size) -> int:
@@ -78,16 +91,26 @@ def scan_case(case_dir: Path, *, slice_choice_given: bool, choice_hint: str = _P
     return folder
 
 
+def warn_notes(notes: list[dict], limit: int = 10) -> None:
+    """Each note as a warning, or the first few and a count when there are many."""
+    shown = notes if len(notes) <= limit else notes[: limit // 2]
+    for note in shown:
+        warnings.warn(note["message"])
+    if len(shown) < len(notes):
+        warnings.warn(f"... and {len(notes) - len(shown)} more notes like these (all in cohort.report['notes'])")
+
+
 def _brain_range(area: np.ndarray) -> str:
     rows = np.flatnonzero(area)
     return f"brain in axial slices {rows[0]} to {rows[-1]}" if rows.size else "no brain in any slice"
 
 
-def _pick_slice(case_dir: Path, depth: int, area: np.ndarray, seg, seg_path, slice_index, slice_policy,
+def _pick_slice(case: str, where: Path, depth: int, area: np.ndarray, seg, seg_path, slice_index, slice_policy,
                 choice_hint: str) -> int:
     """The axial index: explicit ``slice_index``, else the largest tumour area of ``seg``, else ``slice_policy``.
 
-    ``area``: int [Z], brain pixels per axial slice (for ``"largest_brain"``).
+    ``area``: int [Z], brain pixels per axial slice (for ``"largest_brain"``: its argmax; for
+    ``"central"``: the middle of the slices with brain, rounded down).
     """
     choice = slice_index
     if choice is None and seg is not None:
@@ -95,14 +118,17 @@ def _pick_slice(case_dir: Path, depth: int, area: np.ndarray, seg, seg_path, sli
         if tumour.any():
             return largest_area_slice(tumour)
         if slice_policy is None:
-            raise CaseError(case_dir.name, seg_path, "empty_segmentation",
+            raise CaseError(case, seg_path, "empty_segmentation",
                             f"no tumour voxels (seg > 0) in the segmentation; give {choice_hint} to read the case anyway")
     if choice is None:
         choice = slice_policy
     if choice == "largest_brain":
         return int(np.argmax(area))
+    if choice == "central":
+        rows = np.flatnonzero(area)
+        return int((rows[0] + rows[-1]) // 2) if rows.size else depth // 2
     if not -depth <= choice < depth:
-        raise CaseError(case_dir.name, case_dir, "bad_slice_index", f"slice index {choice} out of range ({depth} slices)")
+        raise CaseError(case, where, "bad_slice_index", f"slice index {choice} out of range ({depth} slices)")
     return choice % depth
 
 
@@ -118,21 +144,40 @@ def _no_contrast(values: np.ndarray, percentile: Percentile) -> bool:
     return high <= low
 
 
-def _check_grid(case: str, reference: tuple[str, Volume, Path], role: str, volume: Volume, path: Path) -> None:
-    """Refuse ``volume`` unless it lies on ``reference``'s voxel grid (same shape, corners within
-    ``GRID_TOLERANCE`` of a voxel); both are in ``ORIENTATION`` already."""
+def _on_grid(case: str, reference: tuple[str, Volume, Path], role: str, volume: Volume, path: Path, grid: str,
+             order: int, hint: str) -> np.ndarray:
+    """``volume``'s voxels on ``reference``'s voxel grid (both already in ``ORIENTATION``).
+
+    A volume of the same shape whose corners lie within ``GRID_TOLERANCE`` of a voxel of the
+    reference's is on that grid and comes back as it is. Otherwise, with ``grid="refuse"`` a
+    :class:`CaseError` naming the file (``shape_mismatch`` or ``grid_mismatch``; ``hint`` says how
+    to go on); with ``grid="resample"`` it is resampled onto the reference grid through both
+    affines (world millimetres): ``order`` 1 (trilinear) for an image, 0 (nearest) for a label;
+    reference voxels outside the volume's field of view become 0 (background). Returns [X, Y, Z]
+    of the reference's shape (float32 when resampled with ``order`` 1).
+    """
     ref_role, ref, ref_path = reference
-    if volume.array.shape != ref.array.shape:
+    if volume.array.shape == ref.array.shape:
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in ref.array.shape], indexing="ij")).reshape(3, -1)
+        corners = np.vstack([corners, np.ones(corners.shape[1])])
+        apart = float(np.linalg.norm((volume.affine - ref.affine) @ corners, axis=0).max())
+        voxel = float(np.linalg.norm(ref.affine[:3, :3], axis=0).min())
+        if apart <= GRID_TOLERANCE * voxel:
+            return volume.array
+        if grid == "refuse":
+            raise CaseError(case, path, "grid_mismatch", f"lies on another voxel grid than {ref_path.name} (corners up "
+                            f"to {apart:.3g} mm apart; voxel {voxel:.3g} mm): resample it onto the {ref_role} grid "
+                            f"first{hint}")
+    elif grid == "refuse":
         raise CaseError(case, path, "shape_mismatch", f"shape {volume.array.shape} differs from {ref_path.name}'s "
-                        f"{ref.array.shape} (after both are turned to one orientation)")
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in ref.array.shape], indexing="ij")).reshape(3, -1)
-    corners = np.vstack([corners, np.ones(corners.shape[1])])
-    apart = float(np.linalg.norm((volume.affine - ref.affine) @ corners, axis=0).max())
-    voxel = float(np.linalg.norm(ref.affine[:3, :3], axis=0).min())
-    if apart > GRID_TOLERANCE * voxel:
-        raise CaseError(case, path, "grid_mismatch", f"lies on another voxel grid than {ref_path.name} (corners up to "
-                        f"{apart:.3g} mm apart; voxel {voxel:.3g} mm): resample it onto the {ref_role} grid first "
-                        "(hamfast does not resample)")
+                        f"{ref.array.shape} (after both are turned to one orientation){hint}")
+    from scipy import ndimage
+
+    # reference voxel index -> world mm -> this volume's voxel index
+    to_moving = np.linalg.solve(volume.affine, ref.affine)
+    source = volume.array if order == 0 else volume.array.astype(np.float32, copy=False)
+    return ndimage.affine_transform(source, to_moving[:3, :3], offset=to_moving[:3, 3], output_shape=ref.array.shape,
+                                    order=order, mode="constant", cval=0.0)
 
 
 def _signal_problem(volume: np.ndarray, brain_voxels: int) -> Optional[str]:
@@ -159,56 +204,109 @@ def read_case(
     dropped: Optional[dict] = None,
     choice_hint: str = _POLICY_HINT,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One case's normalised axial slice stack at native resolution, squared (not resized).
+    """One BraTS-style case folder's normalised axial slice stack at native resolution, squared.
 
-    The slice is ``slice_index`` if given (an int or ``"largest_brain"``), else the slice with the
-    largest tumour area (segmentation > 0), else ``slice_policy`` (for cases without a usable
-    segmentation). Every file is first turned to one orientation (``volumes.ORIENTATION``, from its
-    affine) and must lie on the first modality's voxel grid. Each modality with signal is scaled to
-    [0, 1] over the brain (pixels non-zero in any such modality; background 0) by robust min-max
-    (``slices.intensity_bounds``), then the stack is cropped to the brain's bounding box (``crop``)
-    and zero-padded to a square.
+    The folder's files are sorted into the four modalities and the segmentation by their names
+    (``hamfast.data.naming``; what :func:`scan_case` refuses is refused before any file is read), then
+    read by :func:`read_stack` with ``modalities=MODALITIES``, the segmentation as the label and
+    ``grid="refuse"``. Unused files in the folder become notes.
+
+    Returns:
+        image float32 [4, S, S] in [0, 1] (unavailable modalities all zero), available bool [4], and
+        the slice index (int, along the volume's last axis).
+    """
+    notes = [] if notes is None else notes
+    case_dir = Path(os.path.abspath(Path(case_dir).expanduser()))  # absolute, so "." has a name; symlinks keep theirs
+    folder = scan_case(case_dir, slice_choice_given=slice_index is not None or slice_policy is not None,
+                       choice_hint=choice_hint)
+    notes.extend(f"case {case_dir.name}: {note}" for note in folder.notes)
+    files = {m: folder.files[m] for m in MODALITIES if m in folder.files}
+    return read_stack(case_dir.name, files, MODALITIES, folder.files.get(SEGMENTATION), where=case_dir,
+                      slice_index=slice_index, slice_policy=slice_policy, percentile=percentile, crop=crop,
+                      notes=notes, dropped=dropped, choice_hint=choice_hint)
+
+
+def read_stack(
+    case: str,
+    files: Mapping[str, Path],
+    modalities: Sequence[str],
+    label: Optional[Path],
+    *,
+    where: Path,
+    slice_index: SliceChoice = None,
+    slice_policy: SliceChoice = None,
+    percentile: Percentile = None,
+    crop: bool = True,
+    grid: str = "refuse",
+    notes: Optional[list] = None,
+    dropped: Optional[dict] = None,
+    choice_hint: str = _POLICY_HINT,
+    grid_hint: str = " (hamfast resamples only nnU-Net-layout datasets, grid='resample')",
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One case's normalised axial slice stack at native resolution, squared (not resized): the
+    per-volume code every layout's reader shares.
+
+    The slice is ``slice_index`` if given (an int, ``"largest_brain"`` or ``"central"``), else the
+    slice with the largest lesion area (``label`` > 0), else ``slice_policy`` (for cases without a
+    usable label). Every file is first turned to one orientation (``volumes.ORIENTATION``, from its
+    affine); the first modality present is the reference: a file on another voxel grid is refused
+    (``grid="refuse"``) or resampled onto it (``grid="resample"``: trilinear, nearest for the label;
+    see :func:`_on_grid`). Each modality with signal is scaled to [0, 1] over the brain (pixels
+    non-zero in any such modality; background 0) by robust min-max (``slices.intensity_bounds``),
+    then the stack is cropped to the brain's bounding box (``crop``) and zero-padded to a square.
 
     A modality carries no signal, and is marked unavailable (its channel zero) with a note, when its
     file is constant or non-zero in too few voxels (``SIGNAL_SHARE`` of the brain, at least
     ``MIN_SIGNAL_VOXELS``), or when, in the chosen slice, it has no contrast over the brain or is
     non-zero in less than ``SIGNAL_SHARE`` of its pixels: the model is never told that a modality
-    is there when it holds nothing. A tumour label mostly outside the brain is refused.
+    is there when it holds nothing. A lesion label mostly outside the brain is refused.
 
     Args:
-        notes: a list that receives one line (naming the case) per thing worth a warning: files in
-            the folder left unused, modalities without signal, a slice with little brain, tumour
-            voxels outside the brain.
+        case: the case id, named in every error and note.
+        files: modality name -> its NIfTI file, for the modalities the case has (a subset of
+            ``modalities``, at least one).
+        modalities: the M channel names, in channel order.
+        label: the lesion mask (segmentation) file, or None.
+        where: the case's folder (or the file standing for it), named in case-level errors.
+        grid: ``"refuse"`` or ``"resample"``, see above.
+        notes: a list that receives one line (naming the case) per thing worth a warning: modalities
+            without signal, a slice with little brain, lesion voxels outside the brain.
         dropped: a dict that receives, per modality file present but not used, the reason.
         choice_hint: how the slice option is called for the caller, quoted in errors.
+        grid_hint: appended to a grid refusal (how to go on).
 
     Returns:
-        image float32 [4, S, S] in [0, 1] (unavailable modalities all zero), available bool [4], and
+        image float32 [M, S, S] in [0, 1] (unavailable modalities all zero), available bool [M], and
         the slice index (int, along the volume's last axis).
 
     Raises:
-        CaseError: no modality file, an unreadable, damaged, too large, non-3-D or non-intensity
-            file, a degenerate affine, another voxel grid or shape, a tumour outside the brain, NaN,
-            infinite or absurd values, no modality with signal, no usable segmentation without a
-            slice choice, slice index out of range, a slice without brain (the message names the file
+        CaseError: an unreadable, damaged, too large, non-3-D or non-intensity file, a degenerate
+            affine, another voxel grid or shape (``grid="refuse"``), a lesion outside the brain, NaN,
+            infinite or absurd values, no modality with signal, no usable label without a slice
+            choice, slice index out of range, a slice without brain (the message names the file
             or the folder and the slice).
     """
     notes = [] if notes is None else notes
     dropped = {} if dropped is None else dropped
-    case_dir = Path(os.path.abspath(Path(case_dir).expanduser()))  # absolute, so "." has a name; symlinks keep theirs
-    case = case_dir.name
-    folder = scan_case(case_dir, slice_choice_given=slice_index is not None or slice_policy is not None,
-                       choice_hint=choice_hint)
-    notes.extend(f"case {case}: {note}" for note in folder.notes)
-    files = folder.files
-    present = [m for m in MODALITIES if m in files]
+    modalities = tuple(modalities)
+    grid = check_grid_choice(grid)
+    present = [m for m in modalities if m in files]
+    if not present:
+        raise CaseError(case, where, "no_modality", f"no modality file ({', '.join(modalities)})")
+    files = {m: Path(files[m]) for m in present}
     read = {m: read_volume(files[m], case, m) for m in present}
-    seg = read_volume(files[SEGMENTATION], case, SEGMENTATION) if SEGMENTATION in files else None
     reference = (present[0], read[present[0]], files[present[0]])
-    for role, volume in list(read.items())[1:] + ([(SEGMENTATION, seg)] if seg is not None else []):
-        _check_grid(case, reference, role, volume, files[role])
-    volumes = {m: read[m].array for m in present}
-    seg = None if seg is None else seg.array
+    volumes = {m: _on_grid(case, reference, m, read[m], files[m], grid, 1, grid_hint) for m in present}
+    seg = None
+    if label is not None:
+        label = Path(label)
+        seg_volume = read_volume(label, case, SEGMENTATION)
+        seg = _on_grid(case, reference, SEGMENTATION, seg_volume, label, grid, 0, grid_hint)
+        read[_LABEL], files[_LABEL], volumes[_LABEL] = seg_volume, label, seg
+    for role, volume in volumes.items():
+        if volume is not read[role].array:
+            notes.append(f"case {case}: {files[role].name} resampled onto the voxel grid of {files[present[0]].name}")
+    volumes.pop(_LABEL, None)
     shape = volumes[present[0]].shape
 
     varying = [m for m in present if not value_range(volumes[m])[0] == value_range(volumes[m])[1]]
@@ -225,7 +323,7 @@ def read_case(
             notes.append(f"case {case}: modality {m} carries no signal ({files[m].name} is {problem}); not used")
             dropped[m] = problem
     if not signal:
-        raise CaseError(case, case_dir, "no_signal", f"no modality file carries signal ({', '.join(present)}: "
+        raise CaseError(case, where, "no_signal", f"no modality file carries signal ({', '.join(present)}: "
                         f"{'; '.join(f'{m} {dropped[m]}' for m in present)})")
     if len(signal) < len(varying):
         brain = volumes[signal[0]] != 0
@@ -236,22 +334,23 @@ def read_case(
         tumour = int(np.count_nonzero(seg > 0))
         outside = int(np.count_nonzero((seg > 0) & ~brain))
         if outside > TUMOUR_OUTSIDE_LIMIT * tumour:
-            raise CaseError(case, files[SEGMENTATION], "tumour_outside_brain", f"{outside} of its {tumour} tumour voxels "
+            raise CaseError(case, label, "tumour_outside_brain", f"{outside} of its {tumour} tumour voxels "
                             "lie outside the brain (where every modality is zero): the segmentation belongs to another "
                             "case or grid")
         if outside:
             notes.append(f"case {case}: {outside} of {tumour} tumour voxels ({100 * outside / tumour:.1f} %) lie outside "
-                         f"the brain in {files[SEGMENTATION].name}")
-    index = _pick_slice(case_dir, shape[-1], area, seg, files.get(SEGMENTATION), slice_index, slice_policy, choice_hint)
+                         f"the brain in {label.name}")
+    index = _pick_slice(case, where, shape[-1], area, seg, label, slice_index, slice_policy,
+                        choice_hint)
 
-    raw = np.zeros((len(MODALITIES),) + shape[:2], dtype=np.float32)
+    raw = np.zeros((len(modalities),) + shape[:2], dtype=np.float32)
     for m in signal:
-        raw[MODALITIES.index(m)] = volumes[m][..., index]
-    available = np.array([m in signal for m in MODALITIES])
+        raw[modalities.index(m)] = volumes[m][..., index]
+    available = np.array([m in signal for m in modalities])
     while True:  # drop modalities without signal over the brain until the brain (their union) is stable
         mask = brain_mask(raw[available])
         if not mask.any():
-            raise CaseError(case, case_dir, "no_brain_in_slice", f"axial slice {index} holds no brain: every "
+            raise CaseError(case, where, "no_brain_in_slice", f"axial slice {index} holds no brain: every "
                             f"modality is zero there ({_brain_range(area)}); choose another slice")
         flat = {}
         for i in np.flatnonzero(available):
@@ -265,13 +364,13 @@ def read_case(
         if not flat:
             break
         if len(flat) == available.sum():
-            raise CaseError(case, case_dir, "no_signal", f"no modality varies over the brain in axial slice {index} "
-                            f"({'; '.join(f'{MODALITIES[i]}: {why}' for i, why in flat.items())}); choose another slice")
+            raise CaseError(case, where, "no_signal", f"no modality varies over the brain in axial slice {index} "
+                            f"({'; '.join(f'{modalities[i]}: {why}' for i, why in flat.items())}); choose another slice")
         for i, why in flat.items():
             available[i] = False
-            notes.append(f"case {case}: modality {MODALITIES[i]} carries no signal in axial slice {index} ({why}); "
+            notes.append(f"case {case}: modality {modalities[i]} carries no signal in axial slice {index} ({why}); "
                          "not used")
-            dropped[MODALITIES[i]] = f"in axial slice {index}: {why}"
+            dropped[modalities[i]] = f"in axial slice {index}: {why}"
     if area[index] < LITTLE_BRAIN * area.max():
         notes.append(f"case {case}: axial slice {index} holds little brain ({int(area[index])} pixels, "
                      f"{100 * area[index] / area.max():.0f} % of the largest slice's {int(area.max())}; "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -112,16 +112,21 @@ def _ramp(distance, width: float = 1.0):
     return np.clip(0.5 - distance / width, 0.0, 1.0)
 
 
-def render_case(shape: tuple[int, int, int], traits: TumourTraits, rng: np.random.Generator):
-    """The four modalities and the segmentation of one case.
+def render_case(shape: tuple[int, int, int], traits: TumourTraits, rng: np.random.Generator, *,
+                contrast: Optional[np.ndarray] = None, scales: Optional[Sequence[float]] = None):
+    """The modalities (the four of ``MODALITIES`` unless ``contrast`` says otherwise) and the
+    segmentation of one case.
 
     Args:
         shape: volume shape (X, Y, Z) in voxels; axial slices along Z.
-        traits: the tumour sizes.
+        traits: the tumour sizes (and the private contrasts, used when ``contrast`` is None).
         rng: the case's random generator (anatomy, position, nuisance sizes, noise, bias, scale).
+        contrast: float [7, M], the relative intensity of each tissue class (rows as ``CONTRAST``)
+            in each of M modalities; None: ``traits.contrast_table()`` (M = 4).
+        scales: M typical raw magnitudes; None: ``BASE_SCALE``.
 
     Returns:
-        ``(images, seg, spacing)``: four int16 [X, Y, Z] volumes (order of ``MODALITIES``), uint8
+        ``(images, seg, spacing)``: M int16 [X, Y, Z] volumes (order of the columns), uint8
         [X, Y, Z] with BraTS labels (0, 1, 2, 4), and the voxel size in mm (3 floats); arrays in
         Fortran order.
     """
@@ -195,13 +200,16 @@ def render_case(shape: tuple[int, int, int], traits: TumourTraits, rng: np.rando
     rel = (x / 120.0, y / 120.0, (z - centre_z) / 80.0)
     terms = rel + tuple(r * r for r in rel)  # a quadratic bias field
     images = []
-    contrast = traits.contrast_table()
-    for m in range(len(MODALITIES)):
+    contrast = traits.contrast_table() if contrast is None else np.asarray(contrast, dtype=np.float32)
+    scales = BASE_SCALE if scales is None else tuple(scales)
+    if contrast.shape != (len(CONTRAST), len(scales)):
+        raise ValueError(f"contrast must be [{len(CONTRAST)}, M] with M = {len(scales)} scales, got {contrast.shape}")
+    for m in range(contrast.shape[1]):
         clean = sum(float(c) * t for c, t in zip(contrast[:, m], tissue))
         coefficients = np.concatenate([rng.normal(0, 0.12, 3), rng.normal(0, 0.08, 3)]).tolist()
         bias = np.exp(sum(c * t for c, t in zip(coefficients, terms)))
         noisy = clean * bias + NOISE * rng.standard_normal(clean.shape, dtype=np.float32)
-        scale = BASE_SCALE[m] * rng.uniform(0.6, 1.6)
+        scale = scales[m] * rng.uniform(0.6, 1.6)
         volume = np.zeros(shape, dtype=np.int16, order="F")
         volume.reshape(-1, order="F")[flat] = np.clip(np.rint(noisy * scale), 1, np.iinfo(np.int16).max)
         images.append(volume)

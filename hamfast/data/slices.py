@@ -1,7 +1,7 @@
 """Per-slice image work shared by the reader and ``load_case``: slice choice, normalisation, crop, resize.
 
 All functions take and return numpy arrays; a "stack" is float32 [C, H, W] (one 2-D slice per
-modality, C = 4), a mask is bool [H, W]. Axial slices are taken along the volume's last axis, as in
+modality, C = M), a mask is bool [H, W]. Axial slices are taken along the volume's last axis, as in
 BraTS data.
 """
 from __future__ import annotations
@@ -25,7 +25,9 @@ __all__ = [
     "pad_to",
 ]
 
-SLICE_POLICIES = ("largest_brain",)
+# The slice of a case without a usable lesion label: the most brain (foreground) pixels, or the
+# middle of the axial range that holds any (robust where the foreground fills every slice).
+SLICE_POLICIES = ("largest_brain", "central")
 
 Percentile = Union[None, float, Sequence[float]]
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SurvivalRow", "SurvivalTable", "read_survival_table", "check_thresholds", "survival_class"]
+__all__ = ["SurvivalRow", "SurvivalTable", "decode_table", "read_survival_table", "check_thresholds", "survival_class"]
 
 _CENSORED = re.compile(r"^alive\s*\(\s*(\d+(?:\.\d+)?)\s*days?\s+later\s*\)$", re.IGNORECASE)
 
@@ -85,21 +85,21 @@ class SurvivalTable:
         return f"survival table {self.path}: {len(self.bad_lines)} line(s) could not be parsed and give no row ({shown}{more})"
 
 
-def _decode(path: Path, data: bytes) -> tuple[str, str]:
+def decode_table(path: Path, data: bytes, what: str = "survival table") -> tuple[str, str]:
     """The text of a CSV file and its encoding: UTF-8 (with or without BOM), UTF-16 with a BOM, else
-    Latin-1 (with a warning). Binary data raise a ``ValueError`` naming the file."""
+    Latin-1 (with a warning). Binary data raise a ``ValueError`` naming the file (as ``what``)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
-            raise ValueError(f"survival table {path}: damaged UTF-16 text at byte {exc.start}") from None
+            raise ValueError(f"{what} {path}: damaged UTF-16 text at byte {exc.start}") from None
     if data.startswith(b"PK\x03\x04") or b"\x00" in data:
-        raise ValueError(f"survival table {path} is not a text CSV file (binary data; a spreadsheet? save it as CSV)")
+        raise ValueError(f"{what} {path} is not a text CSV file (binary data; a spreadsheet? save it as CSV)")
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        warnings.warn(f"survival table {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
+        warnings.warn(f"{what} {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
                       "read as Latin-1 (save it as UTF-8 to silence this)")
         return data.decode("latin-1"), "latin-1"
 
@@ -120,7 +120,7 @@ def read_survival_table(path: Path) -> SurvivalTable:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"survival table {path}: cannot read it: {exc.strerror or exc}") from None
-    text, encoding = _decode(path, data)
+    text, encoding = decode_table(path, data)
     table = SurvivalTable(path=path, encoding=encoding)
     header = None
     for line, raw in enumerate(io.StringIO(text, newline=None), start=1):

@@ -59,6 +59,7 @@ __all__ = [
     "case_counts",
     "estimate_bytes",
     "make_synthetic_brats",
+    "write_nifti",
 ]
 
 DEFAULT_SHAPE = (96, 96, 16)  # voxels: 2.5 mm in-plane, ~10 mm slices; every documented result uses it
@@ -127,7 +128,8 @@ def trait_sizes(z: np.ndarray) -> TumourTraits:
     return TumourTraits(**sizes, contrasts=contrasts)
 
 
-def _write_nifti(path: Path, volume: np.ndarray, spacing) -> None:
+def write_nifti(path: Path, volume: np.ndarray, spacing) -> None:
+    """``volume`` [X, Y, Z] as a NIfTI file with LPS voxel axes (as BraTS) and ``spacing`` mm voxels."""
     import nibabel as nib
 
     affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS voxel axes, like BraTS
@@ -267,8 +269,8 @@ def make_synthetic_brats(
             draft.mkdir()
             images, seg, spacing = render_case(shape, trait_sizes(z), rng)
             for modality, volume in zip(MODALITIES, images):
-                _write_nifti(draft / f"{case}_{modality}.nii.gz", volume, spacing)
-            _write_nifti(draft / f"{case}_{SEGMENTATION}.nii.gz", seg, spacing)
+                write_nifti(draft / f"{case}_{modality}.nii.gz", volume, spacing)
+            write_nifti(draft / f"{case}_{SEGMENTATION}.nii.gz", seg, spacing)
             row = None
             if kind != "no_row":
                 age = float(np.clip(rng.normal(61, 12), 19, 86))

@@ -50,10 +50,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hamfast.checks import check_network_fits
+from hamfast.names import check_modality_names
 from hamfast.models import METHODS
 from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.training.trainer import PRECISIONS
-from hamfast.patterns import NAMES, NUM_CODES, pattern_name
+from hamfast.patterns import NAMES, pattern_name
 
 # Experiment-level HAM variants: name -> the TrainConfig fields it fixes (method "ham").
 METHOD_VARIANTS = {
@@ -78,6 +79,10 @@ __all__ = [
     "COMPLETENESS_LEVELS",
     "PAPER_SUBSETS",
     "ALL_SUBSETS",
+    "complete_subset",
+    "all_subsets",
+    "default_subsets",
+    "parse_subsets",
     "DEMO_OVERRIDES",
     "ExperimentSettings",
     "make_settings",
@@ -92,11 +97,11 @@ DROPOUT_MODES = ("channel", "subset")
 STOP_RULES = ("cv", "fixed")
 SPLITS = ("per-run", "fixed")
 COMPLETENESS_LEVELS = (1.0, 0.75, 0.5, 0.25)
-COMPLETE = "t1+t1ce+t2+flair"
-# Table 2's rows, in the paper's order.
+COMPLETE = "t1+t1ce+t2+flair"  # BraTS's complete set; any dataset's: complete_subset(modalities)
+# Table 2's rows, in the paper's order (BraTS only).
 PAPER_SUBSETS = ("t1+t2", "t1+t1ce", "t1+flair", "t2+flair", "t1+t1ce+t2", "t1+t2+flair", COMPLETE)
-ALL_SUBSETS = tuple(pattern_name(code) for code in range(1, NUM_CODES))
-_DISPLAY = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+ALL_SUBSETS = tuple(pattern_name(code) for code in range(1, 2 ** len(NAMES)))
+_DISPLAY = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}  # the paper's spelling of BraTS's names
 
 _COMMON = dict(
     seed=0,
@@ -139,7 +144,8 @@ class ExperimentSettings:
         runs: number of runs (run r has seed ``seed + r``).
         methods: methods compared: ``hamfast.models.METHODS`` and :data:`METHOD_VARIANTS` names.
         completeness: A: the completeness levels (fractions in (0, 1]); B: one level.
-        subsets: test modality subsets (``"t1+t2"``, ...); A: the complete set only.
+        subsets: test modality subsets (``"t1+t2"``, ...: names of ``modalities`` joined by ``+``,
+            in channel order); A: the complete set only.
         seed: base seed.
         split: ``"per-run"`` (each run its own stratified split) or ``"fixed"``.
         test_size: test cases per split (stratified).
@@ -150,6 +156,8 @@ class ExperimentSettings:
             recalibrate, recalibrate_baselines, dropout_mode, dropout_p, dropout_keep,
             mixed_groups, featimpute_shared, precision: training (``hamfast.training.TrainConfig``; ``precision`` is
             ``"fp32"``, ``"tf32"`` or ``"bf16"``).
+        modalities: the data's M modality names, in channel order (BraTS's by default; a study
+            takes them from its data, :func:`hamfast.experiments.study.dataset_names`).
         stop: ``"fixed"``: train ``iterations`` steps; ``"cv"``: choose the step count up to
             ``iterations`` by ``cv_folds``-fold cross-validation on the train set, evaluated every
             ``cv_every`` steps, then retrain on the whole train set.
@@ -187,11 +195,13 @@ class ExperimentSettings:
     mixed_groups: int = 4
     test_data: Optional[str] = None
     featimpute_shared: str = "stacked"
+    modalities: tuple[str, ...] = NAMES
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
         self.completeness = tuple(float(c) for c in self.completeness)
-        self.subsets = tuple(parse_subset(s) for s in self.subsets)
+        self.modalities = check_modality_names(self.modalities, where="experiment modalities", least=2)
+        self.subsets = tuple(parse_subset(s, self.modalities) for s in self.subsets)
         self.widths = tuple(int(w) for w in self.widths)
         _check(self.experiment in EXPERIMENTS, f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
         _check(self.preset in PRESETS, f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
@@ -207,7 +217,8 @@ class ExperimentSettings:
         _check(len(set(labels)) == len(labels), f"completeness levels repeat (to the percent): {labels}")
         _check(len(set(self.subsets)) == len(self.subsets), f"subsets repeat: {self.subsets}")
         if self.experiment == "a":
-            _check(self.subsets == (COMPLETE,), f"experiment a tests on the complete set only, got subsets {self.subsets}")
+            _check(self.subsets == (complete_subset(self.modalities),),
+                   f"experiment a tests on the complete set only, got subsets {self.subsets}")
         if self.experiment == "b":
             _check(len(self.completeness) == 1, f"experiment b trains at one completeness, got {self.completeness}")
         _check(len(self.subsets) > 0, "subsets must not be empty")
@@ -264,23 +275,27 @@ class ExperimentSettings:
         return out
 
 
-def make_settings(experiment: str, preset: str = "quick", **overrides) -> ExperimentSettings:
+def make_settings(experiment: str, preset: str = "quick", *, modalities=NAMES, **overrides) -> ExperimentSettings:
     """Settings of ``experiment`` from ``preset`` with ``overrides`` (None values are ignored).
 
     Defaults by experiment: A compares all four methods at completeness 100/75/50/25 % on the
-    complete test set; B compares dropout, featimpute and ham at 25 % on the paper's seven subsets.
+    complete test set; B compares dropout, featimpute and ham at 25 % on
+    :func:`default_subsets` (BraTS: the paper's seven subsets; other data: every subset).
+    ``modalities``: the data's modality names (BraTS's by default).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-    if experiment == "a":
-        defaults = dict(methods=METHODS, completeness=COMPLETENESS_LEVELS, subsets=(COMPLETE,))
-    elif experiment == "b":
-        defaults = dict(methods=("dropout", "featimpute", "ham"), completeness=(0.25,), subsets=PAPER_SUBSETS)
-    else:
+    if experiment not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    modalities = check_modality_names(modalities, where="experiment modalities", least=2)
+    if experiment == "a":
+        defaults = dict(methods=METHODS, completeness=COMPLETENESS_LEVELS)
+    else:
+        defaults = dict(methods=("dropout", "featimpute", "ham"), completeness=(0.25,))
+    defaults["subsets"] = default_subsets(experiment, modalities)
     fields = dict(PRESETS[preset], **defaults)
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return ExperimentSettings(experiment=experiment, preset=preset, **fields)
+    return ExperimentSettings(experiment=experiment, preset=preset, modalities=modalities, **fields)
 
 
 def base_method(method: str) -> str:
@@ -288,22 +303,61 @@ def base_method(method: str) -> str:
     return "ham" if method in METHOD_VARIANTS else method
 
 
-def parse_subset(text: str) -> str:
-    """The canonical name of a modality subset: ``"T2+t1"`` -> ``"t1+t2"`` (order t1, t1ce, t2, flair)."""
+def complete_subset(modalities=NAMES) -> str:
+    """The subset of every modality: ``"t1+t1ce+t2+flair"`` for BraTS."""
+    return "+".join(modalities)
+
+
+def all_subsets(modalities=NAMES) -> tuple[str, ...]:
+    """The ``2**M - 1`` non-empty subsets, in pattern-code order (BraTS: :data:`ALL_SUBSETS`)."""
+    return tuple(pattern_name(code, modalities) for code in range(1, 2 ** len(modalities)))
+
+
+def default_subsets(experiment: str, modalities=NAMES) -> tuple[str, ...]:
+    """A's test subset (the complete set) or B's (BraTS: the paper's Table 2 rows; else every subset)."""
+    if experiment == "a":
+        return (complete_subset(modalities),)
+    return PAPER_SUBSETS if tuple(modalities) == NAMES else all_subsets(modalities)
+
+
+def parse_subset(text: str, modalities=NAMES) -> str:
+    """The canonical name of a modality subset, names matched regardless of case and put in channel
+    order: ``"T2+t1"`` -> ``"t1+t2"``; ``"all"`` is the complete set."""
+    modalities = tuple(modalities)
+    if str(text).strip().lower() == "all":
+        return complete_subset(modalities)
+    by_lower = {name.lower(): name for name in modalities}
     parts = [p.strip().lower() for p in str(text).split("+") if p.strip()]
-    unknown = [p for p in parts if p not in NAMES]
+    unknown = [p for p in parts if p not in by_lower]
     if unknown or not parts:
-        raise ValueError(f"modality subset {text!r}: use names from {NAMES} joined by '+', e.g. 't1+t2'")
+        raise ValueError(f"modality subset {text!r}: use the data's modality names ({', '.join(modalities)}) joined by "
+                         f"'+', e.g. '{'+'.join(modalities[:2])}', or 'all'")
     if len(set(parts)) != len(parts):
         raise ValueError(f"modality subset {text!r} repeats a modality")
-    return "+".join(name for name in NAMES if name in parts)
+    return "+".join(name for name in modalities if name.lower() in parts)
 
 
-def subset_label(subset: str) -> str:
-    """Display name in the paper's style: ``"t1+t1ce"`` -> ``"T1+T1ce"``; the complete set -> ``"all"``."""
-    if subset == COMPLETE:
+def parse_subsets(text: str, modalities=NAMES) -> tuple[str, ...]:
+    """``--subsets``: ``paper`` (Table 2's rows; BraTS only), ``every`` (all ``2**M - 1``; ``all15``
+    for BraTS's 4 modalities), or a comma list of subsets (``t1+t2,all``; see :func:`parse_subset`)."""
+    modalities = tuple(modalities)
+    keyword = text.strip().lower()
+    if keyword == "paper":
+        if modalities != NAMES:
+            raise ValueError(f"--subsets paper: Table 2's rows are BraTS subsets; this data has modalities "
+                             f"{', '.join(modalities)} (use 'every' or a comma list)")
+        return PAPER_SUBSETS
+    if keyword == "every" or keyword == f"all{2 ** len(modalities) - 1}":
+        return all_subsets(modalities)
+    return tuple(parse_subset(part, modalities) for part in text.split(","))
+
+
+def subset_label(subset: str, modalities=NAMES) -> str:
+    """Display name: the complete set -> ``"all"``; BraTS's names in the paper's style
+    (``"t1+t1ce"`` -> ``"T1+T1ce"``), other names as the data spells them."""
+    if subset == complete_subset(modalities):
         return "all"
-    return "+".join(_DISPLAY[p] for p in subset.split("+"))
+    return "+".join(_DISPLAY.get(p, p) if tuple(modalities) == NAMES else p for p in subset.split("+"))
 
 
 def completeness_label(completeness: float) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hamfast.experiments.config import ExperimentSettings, completeness_label
-from hamfast.experiments.report import METHOD_LABELS, cell_table, run_rows
+from hamfast.experiments.report import METHOD_LABELS, cell_table, num_classes, run_rows
 
 __all__ = ["matplotlib_available", "plot_accuracy_vs_completeness", "plot_loss_curves", "write_plots", "mean_loss_curve"]
 
@@ -71,7 +71,8 @@ def plot_accuracy_vs_completeness(settings: ExperimentSettings, results: list[di
     ax.set_title(f"Experiment A: mean of {runs} run(s), 95% CI")
     ax.invert_xaxis()  # from complete to sparse, as completeness drops
     ax.set_ylim(0, 1)
-    ax.axhline(1 / 3, color="grey", linestyle=":", linewidth=1, label="chance")
+    if num_classes(results):
+        ax.axhline(1 / num_classes(results), color="grey", linestyle=":", linewidth=1, label="chance")
     ax.legend(frameon=False, ncol=2, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -4,8 +4,9 @@
   seed, iterations, balanced_accuracy, sensitivity, specificity, precision``. The condition is the
   training completeness (``"75%"``, Experiment A) or the test subset (``"t1+t2"``, Experiment B).
 * ``predictions.csv``: one row per run x method x condition x test case with ``experiment, method,
-  condition, run, seed, id, y_true, y_pred, prob_0, prob_1, prob_2`` (classes 0 short, 1 mid,
-  2 long survival), enough to recompute every metric.
+  condition, run, seed, id, y_true, y_pred`` and ``prob_<class>`` per class of the data
+  (BraTS: ``prob_short, prob_mid, prob_long``; ``y_true``/``y_pred`` are class indices in that
+  order), enough to recompute every metric.
 * ``summary.md``: the paper's tables (1a/1b for A, 2 for B): per cell the mean over runs, its 95 %
   t confidence interval (clipped to [0, 1]) and the significance marks.
   Table 1's marks are those of :func:`hamfast.experiments.stats.significance_marks` (``*`` better
@@ -25,7 +26,7 @@ import csv
 import io
 import platform
 from collections import defaultdict
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -36,7 +37,9 @@ from hamfast.files import write_text_atomic
 __all__ = [
     "METRICS",
     "RUN_COLUMNS",
-    "PREDICTION_COLUMNS",
+    "PREDICTION_KEYS",
+    "num_classes",
+    "prediction_columns",
     "COMPARISON_COLUMNS",
     "METHOD_LABELS",
     "run_rows",
@@ -67,7 +70,7 @@ METHOD_LABELS = _MethodLabels({"standard": "Standard", "dropout": "Dropout", "fe
 MARK_OVER_DROPOUT = "*"
 MARK_OVER_FEATIMPUTE = "⊗"
 RUN_COLUMNS = ("experiment", "method", "condition", "run", "seed", "iterations") + METRICS
-PREDICTION_COLUMNS = ("experiment", "method", "condition", "run", "seed", "id", "y_true", "y_pred", "prob_0", "prob_1", "prob_2")
+PREDICTION_KEYS = ("experiment", "method", "condition", "run", "seed", "id", "y_true", "y_pred")
 COMPARISON_COLUMNS = ("experiment", "condition", "method_a", "method_b", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
                       "p", "p_holm", "runs", "cases", "cases_per_run", "shared_cases", "replicates", "seed")
 
@@ -84,15 +87,23 @@ def run_rows(results: Iterable[dict]) -> list[dict]:
     return rows
 
 
-def prediction_rows(results: Iterable[dict]) -> list[dict]:
-    """The ``predictions.csv`` rows: one per test case of every evaluation."""
+def prediction_columns(classes: Sequence[str]) -> tuple[str, ...]:
+    """The ``predictions.csv`` columns for the data's class names."""
+    return PREDICTION_KEYS + tuple(f"prob_{name}" for name in classes)
+
+
+def prediction_rows(results: Iterable[dict], classes: Sequence[str]) -> list[dict]:
+    """The ``predictions.csv`` rows: one per test case of every evaluation (``classes``: the C names)."""
     rows = []
     for result in results:
         for evaluation in result["evaluations"]:
             for case, truth, pred, probs in zip(evaluation["ids"], evaluation["y_true"], evaluation["y_pred"], evaluation["probs"]):
                 row = {k: result[k] for k in ("experiment", "method", "run", "seed")}
                 row.update(condition=evaluation["condition"], id=case, y_true=truth, y_pred=pred)
-                row.update({f"prob_{c}": p for c, p in enumerate(probs)})
+                if len(probs) != len(classes):
+                    raise ValueError(f"task {result['method']} run {result['run']}: {len(probs)} class probabilities, "
+                                     f"but the data has {len(classes)} classes ({', '.join(classes)})")
+                row.update({f"prob_{name}": p for name, p in zip(classes, probs)})
                 rows.append(row)
     return rows
 
@@ -176,7 +187,7 @@ def _conditions_in(settings: ExperimentSettings, rows: list[dict]) -> list[str]:
     return [c for c in settings.conditions() if c in present] + [c for c in present if c not in settings.conditions()]
 
 
-def _num_classes(results: list[dict]) -> Optional[int]:
+def num_classes(results: list[dict]) -> Optional[int]:
     """C as the runner scored it (the length of the predicted probability vectors), or None."""
     sizes = {len(e["probs"][0]) for r in results for e in r["evaluations"] if e.get("probs")}
     return max(sizes) if sizes else None
@@ -207,10 +218,10 @@ def comparison_rows(settings: ExperimentSettings, results: list[dict], replicate
     pairs = [(condition, a, b) for condition in _conditions_in(settings, rows) for i, a in enumerate(methods) for b in methods[:i]
              if finished[condition, a] & finished[condition, b]]
     draws = stats.BootstrapDraws(stats.replicates_for(len(pairs)) if replicates is None else replicates, seed)
-    num_classes = _num_classes(results)
+    classes = num_classes(results)
     found = []
     for condition, method_a, method_b in pairs:
-        diff = stats.paired_bootstrap(results, method_a, method_b, condition, num_classes=num_classes, draws=draws)
+        diff = stats.paired_bootstrap(results, method_a, method_b, condition, num_classes=classes, draws=draws)
         counts = sorted(set(diff.cases_per_run))
         found.append({
             "experiment": settings.experiment, "condition": condition, "method_a": method_a, "method_b": method_b,
@@ -236,7 +247,7 @@ def _comparisons_section(settings: ExperimentSettings, comparisons: list[dict]) 
     body = []
     for row in comparisons:
         cases = str(row["cases"]) if row["shared_cases"] else f"{row['cases_per_run']} per run, {row['cases']} distinct"
-        condition = row["condition"] if settings.experiment == "a" else subset_label(row["condition"])
+        condition = row["condition"] if settings.experiment == "a" else subset_label(row["condition"], settings.modalities)
         body.append([
             condition, f"{METHOD_LABELS[row['method_a']]} − {METHOD_LABELS[row['method_b']]}",
             f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
@@ -295,14 +306,14 @@ def _tables_b(settings: ExperimentSettings, rows: list[dict]) -> str:
         "",
         _markdown_table(
             ["Test modalities"] + [METHOD_LABELS[m] for m in methods],
-            [[subset_label(s)] + [_cell(ba.get((s, m))) for m in methods] for s in subsets],
+            [[subset_label(s, settings.modalities)] + [_cell(ba.get((s, m))) for m in methods] for s in subsets],
         ),
         "",
         "### Table 2b: sensitivity, specificity and precision (means over classes)",
         "",
         _markdown_table(
             ["Test modalities", "Method"] + [METRIC_LABELS[k] for k in METRICS[1:]],
-            [[subset_label(s), METHOD_LABELS[m]] + [_cell(tables[k].get((s, m))) for k in METRICS[1:]] for s in subsets for m in methods],
+            [[subset_label(s, settings.modalities), METHOD_LABELS[m]] + [_cell(tables[k].get((s, m))) for k in METRICS[1:]] for s in subsets for m in methods],
         ),
     ]
     return "\n".join(parts)
@@ -444,7 +455,7 @@ def summary_markdown(settings: ExperimentSettings, results: list[dict], context:
         ("runs", f"{len(finished_runs)} finished of {settings.runs} (run r: seed {settings.seed} + r)"),
         ("split", f"stratified, {settings.test_size} test cases, " + ("its own split per run" if settings.split == "per-run" else "the same split every run")),
         ("completeness", ", ".join(completeness_label(c) for c in settings.completeness)
-         + ("; incomplete training samples miss exactly one modality" if settings.experiment == "a" else "; incomplete training samples miss 1 to 3 modalities")),
+         + ("; incomplete training samples miss exactly one modality" if settings.experiment == "a" else f"; incomplete training samples miss 1 to {len(settings.modalities) - 1} modalities")),
         ("methods", ", ".join(METHOD_LABELS[m] for m in settings.methods)),
         ("model", f"CBRTiny widths {list(settings.widths)}, kernel {settings.kernel_size}, HAM hidden width {settings.hidden}, HAM schedule {settings.schedule} (n_it {settings.n_it}; mixed batches of {settings.mixed_groups} pattern groups)"),
         ("training", f"batch {settings.batch_size}, lr {settings.lr:g}, augmentation {'on' if settings.augment else 'off'}"),

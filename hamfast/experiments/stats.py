@@ -273,12 +273,15 @@ def _recall_difference(weights: np.ndarray, hits: np.ndarray, onehot: np.ndarray
         onehot: [N, C], the cases' true classes.
 
     Returns:
-        float64 [B]: ``(1/C) sum_k sum_c w_c hits_c [c in k] / sum_c w_c [c in k]``; a class of weight
-        0 counts 0, as :func:`hamfast.metrics.classification_metrics` counts a class absent from y_true.
+        float64 [B]: the mean over the classes k of weight > 0 of ``sum_c w_c hits_c [c in k] /
+        sum_c w_c [c in k]``; a class of weight 0 is left out, as
+        :func:`hamfast.metrics.classification_metrics` leaves out a class absent from y_true.
     """
     per_class = ((weights * hits) @ onehot).astype(np.float64)   # [B, C]; integer sums, exact in float32
     totals = (weights @ onehot).astype(np.float64)               # [B, C] weighted class sizes
-    return np.divide(per_class, totals, out=np.zeros_like(per_class), where=totals > 0).mean(1)
+    present = (totals > 0).sum(1)
+    recall = np.divide(per_class, totals, out=np.zeros_like(per_class), where=totals > 0).sum(1)
+    return recall / np.maximum(present, 1)
 
 
 def paired_bootstrap(
@@ -374,7 +377,7 @@ def paired_bootstrap(
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     from hamfast.metrics import classification_metrics
 
-    return float(classification_metrics(y_true, y_pred, num_classes=num_classes)["balanced_accuracy"])
+    return float(classification_metrics(y_true, y_pred, num_classes=num_classes, warn=False)["balanced_accuracy"])
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -120,7 +120,8 @@ def fold_scorer(scores: dict, fold: dict, config):
 
     def evaluate(iteration, model):
         probs = predict_proba(model, images, available, device=config.device, calibration=calibration)
-        scores[iteration] = classification_metrics(labels, probs.argmax(1).numpy())["balanced_accuracy"]
+        scores[iteration] = classification_metrics(labels, probs.argmax(1).numpy(), config.num_classes,
+                                                   warn=False)["balanced_accuracy"]
 
     return evaluate
 

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hamfast.experiments.config import ExperimentSettings, base_method, completeness_label
+from hamfast.names import SURVIVAL_CLASSES
 from hamfast.patterns import NAMES
 
 __all__ = [
@@ -52,10 +53,11 @@ class Samples:
     """The cohort arrays an experiment needs (picklable, sent once to each worker).
 
     Attributes:
-        images: float32 [N, 4, H, W]; available: bool [N, 4] (what each case really has);
-        labels: int64 [N]; ids: N case ids.
+        images: float32 [N, M, H, W]; available: bool [N, M] (what each case really has);
+        labels: int64 [N], indices into ``classes``; ids: N case ids.
         test: None, or the cases every run tests on instead of its split's held-out ones
             (``ExperimentSettings.test_data``), with ``test.test`` None.
+        modalities: the M channel names; classes: the C class names (BraTS's by default).
     """
 
     images: np.ndarray
@@ -63,14 +65,20 @@ class Samples:
     labels: np.ndarray
     ids: list
     test: Optional["Samples"] = None
+    modalities: tuple = NAMES
+    classes: tuple = SURVIVAL_CLASSES
 
     def fingerprint(self) -> str:
-        """16 hex digits of the sha256 of the arrays and ids: the data a study's results depend on."""
+        """16 hex digits of the sha256 of the arrays and ids (and of the names, unless BraTS's, so
+        that a BraTS study's fingerprint is what it was before names existed): the data a study's
+        results depend on."""
         digest = hashlib.sha256()
         for array in (self.images, self.available, self.labels):
             digest.update(f"{array.dtype}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update("\n".join(self.ids).encode())
+        if (tuple(self.modalities), tuple(self.classes)) != (NAMES, SURVIVAL_CLASSES):
+            digest.update(("|".join(self.modalities) + "\n" + "|".join(self.classes)).encode())
         return digest.hexdigest()[:16]
 
     @classmethod
@@ -80,6 +88,8 @@ class Samples:
             np.asarray(cohort.available, dtype=bool),
             np.asarray(cohort.labels, dtype=np.int64),
             [str(i) for i in cohort.ids],
+            modalities=tuple(cohort.modalities),
+            classes=tuple(cohort.classes),
         )
 
 
@@ -113,10 +123,10 @@ def plan_tasks(settings: ExperimentSettings) -> list[Task]:
     ]
 
 
-def subset_mask(subset: str) -> np.ndarray:
-    """bool [4] of a canonical subset name such as ``"t1+t2"``."""
+def subset_mask(subset: str, modalities=NAMES) -> np.ndarray:
+    """bool [M] of a canonical subset name such as ``"t1+t2"`` over the M ``modalities``."""
     parts = subset.split("+")
-    return np.array([name in parts for name in NAMES])
+    return np.array([name in parts for name in modalities])
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -229,7 +239,8 @@ def task_inputs(task: Task, settings: ExperimentSettings, samples: Samples, devi
     drop = data.drop_one_modality if settings.experiment == "a" else data.drop_random_modalities
     missing_seed = 1000 * task.seed + round(100 * task.completeness)
     train_available = np.asarray(drop(samples.available[train_idx], task.completeness, seed=missing_seed), dtype=bool)
-    config = TrainConfig(base_method(task.method), seed=task.seed, device=device, **settings.train_options(task.method))
+    config = TrainConfig(base_method(task.method), seed=task.seed, device=device, modalities=samples.modalities,
+                         classes=samples.classes, **settings.train_options(task.method))
     return TaskInputs(config, samples.images[train_idx], train_available, samples.labels[train_idx], train_idx, test_idx)
 
 
@@ -249,7 +260,7 @@ def task_result(task: Task, settings: ExperimentSettings, samples: Samples, inpu
     calibration = calibration_set(result.config, inputs.images, inputs.available)
     evaluations = []
     for subset in settings.subsets:
-        mask = subset_mask(subset)
+        mask = subset_mask(subset, samples.modalities)
         # Only test cases that really have every modality of the subset can be tested on it.
         cases = test_idx[(samples.available[test_idx] | ~mask).all(1)]
         if cases.size == 0:
@@ -258,7 +269,8 @@ def task_result(task: Task, settings: ExperimentSettings, samples: Samples, inpu
         probs = predict_proba(result.model, samples.images[cases], np.repeat(mask[None], cases.size, axis=0), device=device,
                               calibration=calibration)
         y_pred = probs.argmax(1).numpy()
-        metrics = classification_metrics(samples.labels[cases], y_pred, num_classes=probs.shape[1])
+        metrics = classification_metrics(samples.labels[cases], y_pred, len(samples.classes),
+                                         class_names=samples.classes)
         evaluations.append(
             {
                 "condition": completeness_label(task.completeness) if settings.experiment == "a" else subset,

@@ -52,7 +52,7 @@ __all__ = ["BATCHABLE_FIELDS", "batching_problem", "train_batched"]
 # TrainConfig fields the batched loop knows: those in SHARED must agree across the stacked models,
 # the others may differ per model. A field added to TrainConfig later is only accepted at its
 # default value (the batched loop may not implement what it changes).
-SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "lr", "device", "backend")
+SHARED = ("method", "widths", "hidden", "kernel_size", "num_classes", "classes", "modalities", "lr", "device", "backend")
 PER_MODEL = ("schedule", "iterations", "batch_size", "seed", "augment", "n_it", "focal_gamma", "recalibrate",
              "dropout_mode", "dropout_p", "dropout_keep", "mixed_groups", "recalibrate_baselines", "featimpute_shared")
 BATCHABLE_FIELDS = SHARED + PER_MODEL
@@ -262,7 +262,7 @@ class SliceOptimizer:
 
 def _member(config: TrainConfig, entry, callback: Optional[Callback], device: torch.device) -> _Member:
     """Model r's data, sampler, loss, augmentation and initial model, built exactly as ``train`` builds them."""
-    images, available, labels = _as_inputs(*entry)
+    images, available, labels = _as_inputs(*entry, modalities=config.in_channels)
     run = _start_run(config, images, available, labels, device)
     return _Member(config, run.model, run.source, available, labels, run.sampler, run.loss_fn, run.augment, callback,
                    run.history)

@@ -38,22 +38,22 @@ class DivergenceError(ValueError):
         self.step, self.model = step, model
 
 
-def check_inputs_finite(images: Tensor, available: Tensor) -> None:
+def check_inputs_finite(images: Tensor, available: Tensor, names: Sequence[str] = NAMES) -> None:
     """Refuse training data with NaN or Inf in a modality a sample has (absent channels are never shown).
 
     Args:
-        images: float [N, 4, H, W]; available: bool [N, 4].
+        images: float [N, M, H, W]; available: bool [N, M]; names: the M modality names.
 
     Raises:
         ValueError: one line naming the first bad sample and modality.
     """
-    finite = torch.isfinite(images).flatten(2).all(2) | ~available  # [N, 4]
+    finite = torch.isfinite(images).flatten(2).all(2) | ~available  # [N, M]
     if bool(finite.all()):
         return
     sample, channel = (~finite).nonzero()[0].tolist()
     bad = int((~finite).any(1).sum())
     raise ValueError(f"the training data holds NaN or Inf values: sample {sample} (of {images.shape[0]}), modality "
-                     f"{NAMES[channel]}, {bad} sample(s) in all; fix or drop those cases (a NaN in the data)")
+                     f"{names[channel]}, {bad} sample(s) in all; fix or drop those cases (a NaN in the data)")
 
 
 def gradients_finite(parameters: Iterable[Tensor]) -> Tensor:

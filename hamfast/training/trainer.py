@@ -45,7 +45,7 @@ from torch import nn
 from hamfast.models import BACKENDS, METHODS, NORMS, HAM, FeatImpute, build_model
 from hamfast.models.featimpute import SHARED_INPUTS
 from hamfast.models.inputs import mask_missing
-from hamfast.patterns import NUM_MODALITIES
+from hamfast.names import BRATS_MODALITIES, check_class_names, check_modality_names, default_class_names
 from hamfast.training.divergence import (
     DivergenceError,
     check_inputs_finite,
@@ -99,7 +99,11 @@ class TrainConfig:
         augment: apply ``hamfast.data.ModalityAugment`` to every training sample.
         n_it: steps per pattern in HAM's paper schedule.
         backend: HAM's grouped-convolution backend, ``"fused"`` or ``"reference"``.
-        num_classes: output classes.
+        num_classes: output classes C (None: ``len(classes)``, else 3).
+        modalities: the M input channel names, in channel order (BraTS's t1, t1ce, t2, flair by
+            default); images are [N, M, H, W] and HAM's patterns run over 2**M - 1.
+        classes: the C class names, label k being ``classes[k]`` (None: BraTS survival's short,
+            mid, long for C = 3, else "0", "1", ...).
         focal_gamma: focusing parameter of the focal loss.
         recalibrate: HAM: recompute every pattern's batch-norm running statistics with the
             current weights on the training samples (precise BN,
@@ -149,7 +153,7 @@ class TrainConfig:
     augment: bool = True
     n_it: int = 10
     backend: str = "fused"
-    num_classes: int = 3
+    num_classes: Optional[int] = None
     focal_gamma: float = 2.0
     recalibrate: bool = True
     ham_norm: str = "per-pattern"
@@ -161,9 +165,20 @@ class TrainConfig:
     ham_frozen: bool = False
     mixed_groups: int = 4
     featimpute_shared: str = "stacked"
+    modalities: tuple[str, ...] = BRATS_MODALITIES
+    classes: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
+        self.modalities = check_modality_names(self.modalities, where="TrainConfig.modalities")
+        if self.classes is None:
+            self.classes = default_class_names(self.num_classes)
+        self.classes = check_class_names(self.classes, where="TrainConfig.classes")
+        if self.num_classes is None:
+            self.num_classes = len(self.classes)
+        if self.num_classes != len(self.classes):
+            raise ValueError(f"num_classes {self.num_classes} disagrees with the {len(self.classes)} class names "
+                             f"{', '.join(self.classes)}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.schedule not in SCHEDULES:
@@ -196,10 +211,16 @@ class TrainConfig:
         if self.mixed_groups < 0:
             raise ValueError(f"mixed_groups must be >= 0, got {self.mixed_groups}")
 
+    @property
+    def in_channels(self) -> int:
+        """M, the input modalities."""
+        return len(self.modalities)
+
     def to_dict(self) -> dict:
-        """Plain types only (``widths`` as a list), for JSON and checkpoints."""
+        """Plain types only (tuples as lists), for JSON and checkpoints."""
         out = dataclasses.asdict(self)
-        out["widths"] = list(self.widths)
+        for name in ("widths", "modalities", "classes"):
+            out[name] = list(getattr(self, name))
         return out
 
     @classmethod
@@ -233,7 +254,7 @@ def build_from_config(config: TrainConfig) -> nn.Module:
     """The (untrained) network that ``config`` describes."""
     return build_model(
         config.method,
-        in_channels=NUM_MODALITIES,
+        in_channels=config.in_channels,
         num_classes=config.num_classes,
         widths=config.widths,
         hidden=config.hidden,
@@ -253,14 +274,15 @@ def initial_model(config: TrainConfig) -> nn.Module:
         return build_from_config(config)
 
 
-def _as_inputs(images, available, labels=None):
-    """Checked tensors: images float32 [N, M, H, W], available bool [N, M], labels int64 [N]."""
+def _as_inputs(images, available, labels=None, *, modalities: int):
+    """Checked tensors: images float32 [N, M, H, W], available bool [N, M], labels int64 [N]
+    (``modalities``: the M the model takes)."""
     images = torch.as_tensor(images, dtype=torch.float32)
     available = torch.as_tensor(available).bool()
-    if images.dim() != 4 or images.shape[1] != NUM_MODALITIES:
-        raise ValueError(f"images must be [N, {NUM_MODALITIES}, H, W], got {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] != modalities:
+        raise ValueError(f"images must be [N, M={modalities}, H, W] (the model's modalities), got {tuple(images.shape)}")
     if available.shape != images.shape[:2]:
-        raise ValueError(f"available must be [N, {NUM_MODALITIES}] = {tuple(images.shape[:2])}, got {tuple(available.shape)}")
+        raise ValueError(f"available must be [N, M={modalities}] = {tuple(images.shape[:2])}, got {tuple(available.shape)}")
     if labels is None:
         return images, available
     labels = torch.as_tensor(labels).long()
@@ -320,7 +342,7 @@ class _RunStart:
 
 
 def _start_run(config: TrainConfig, images: Tensor, available: Tensor, labels: Tensor, device) -> _RunStart:
-    check_inputs_finite(images, available)
+    check_inputs_finite(images, available, config.modalities)
     sampler = _make_sampler(config, available)
     weights = class_weights(labels[sampler.pool], config.num_classes)
     loss_fn = focal_loss(weights.to(device), config.focal_gamma)
@@ -367,7 +389,7 @@ def train(
 
     The same config (seed) gives the same loss history on CPU.
     """
-    images, available, labels = _as_inputs(images, available, labels)
+    images, available, labels = _as_inputs(images, available, labels, modalities=config.in_channels)
     if callback is not None and (eval_every is None or eval_every < 1):
         raise ValueError(f"eval_every must be a positive int when callback is given, got {eval_every}")
     device = torch.device(config.device)
@@ -448,7 +470,7 @@ def _recalibrate(model: nn.Module, config: TrainConfig, images: Tensor, availabl
 
 def calibration_set(config: TrainConfig, images, available):
     """The training samples a baseline's batch-norm statistics are recomputed on at prediction,
-    ``(images [n, 4, H, W], available bool [n, 4])``, or None.
+    ``(images [n, M, H, W], available bool [n, M])``, or None.
 
     None for HAM (``train`` recalibrates it itself) and when ``config.recalibrate_baselines`` is
     off (the default).
@@ -457,7 +479,7 @@ def calibration_set(config: TrainConfig, images, available):
     """
     if not config.recalibrate_baselines or config.method == "ham":
         return None
-    images, available = _as_inputs(images, available)
+    images, available = _as_inputs(images, available, modalities=config.in_channels)
     if config.method == "standard":
         keep = available.all(1)
         return images[keep], available[keep]
@@ -470,8 +492,8 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
 
     Args:
         model: any hamfast model (moved to ``device``; its train/eval mode is restored afterwards).
-        images: float [N, 4, H, W] (tensor or numpy).
-        available: bool [N, 4], the modalities to use for each sample (the others are zeroed). HAM
+        images: float [N, M, H, W] (tensor or numpy), M the model's modalities.
+        available: bool [N, M], the modalities to use for each sample (the others are zeroed). HAM
             runs the patterns of a batch together.
         batch_size: samples per forward pass.
         device: where to run.
@@ -487,7 +509,7 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
     Raises:
         DivergenceError: (a ``ValueError``) a probability is NaN or Inf.
     """
-    images, available = _as_inputs(images, available)
+    images, available = _as_inputs(images, available, modalities=model.in_channels)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
@@ -495,7 +517,7 @@ def predict_proba(model: nn.Module, images, available, *, batch_size: int = 64, 
     try:
         if calibration is None or isinstance(model, HAM):
             return _predict(model, images, available, batch_size, device)
-        ref_images, ref_available = _as_inputs(*calibration)
+        ref_images, ref_available = _as_inputs(*calibration, modalities=model.in_channels)
         out = None
         patterns, group = torch.unique(available, dim=0, return_inverse=True)
         for g, mu in enumerate(patterns):
