@@ -2,6 +2,7 @@
 #include "autotune.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -84,9 +85,38 @@ std::string summary(const Result& r) {
   for (size_t i = 0; i < r.names.size(); ++i) {
     char ms[32];
     std::snprintf(ms, sizeof(ms), " %.3g ms", r.median_ms[i]);
-    text += (i ? ", " : " ") + r.names[i] + ms;
+    text += (i ? ", " : " ") + r.names[i] + (std::isfinite(r.median_ms[i]) ? ms : " failed");
   }
   return text + ")";
+}
+
+namespace {
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const char ch : text) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) >= 0x20) out += ch;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string report_json() {
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  std::string out = "{";
+  for (const auto& [key, r] : cache()) {
+    out += (out.size() > 1 ? ", " : "") + json_string(key) + ": {\"winner\": " +
+           json_string(r->winner >= 0 ? r->names[r->winner] : "") + ", \"median_ms\": {";
+    for (size_t i = 0; i < r->names.size(); ++i) {
+      char ms[32];
+      std::snprintf(ms, sizeof(ms), "%.6g", r->median_ms[i]);
+      out += (i ? ", " : "") + json_string(r->names[i]) + ": " + (std::isfinite(r->median_ms[i]) ? ms : "null");
+    }
+    out += "}}";
+  }
+  return out + "}";
 }
 
 int64_t batch_bucket(int64_t batch) {

@@ -36,8 +36,13 @@ const Result& tune(const std::string& key, const std::vector<std::string>& names
                    const std::function<double(int)>& time_ms);
 void clear();
 
-// One line: "loop_parallel (measured loop 1.20 ms, loop_parallel 0.90 ms, fold 3.40 ms)".
+// One line: "loop_parallel (measured loop 1.20 ms, loop_parallel 0.90 ms, fold 3.40 ms)"; a
+// candidate that could not run (the timer returned +infinity) shows as "failed".
 std::string summary(const Result& result);
+
+// Every kept result as one JSON object, keys sorted:
+// {"<key>": {"winner": "<name>", "median_ms": {"<name>": 1.25, "<failed name>": null, ...}}, ...}.
+std::string report_json();
 
 // The batch size rounded up to a power of two: one measurement serves batches of similar size.
 int64_t batch_bucket(int64_t batch);

@@ -156,6 +156,23 @@ ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Te
   return geo;
 }
 
+ConvGeometry check_backward_bias_args(const at::Tensor& grad_out, const at::Tensor& order, const at::Tensor& offsets,
+                                      int64_t groups) {
+  TORCH_CHECK(grad_out.dim() == 4, "hamfast.grouped_conv2d: grad_out must be [B, Cout, Ho, Wo], got ", grad_out.sizes());
+  TORCH_CHECK(at::isFloatingType(grad_out.scalar_type()), "hamfast.grouped_conv2d: grad_out must be floating, got ",
+              grad_out.scalar_type());
+  TORCH_CHECK(groups >= 1, "hamfast.grouped_conv2d: groups must be >= 1, got ", groups);
+  ConvGeometry geo{};
+  geo.batch = grad_out.size(0);
+  geo.out_channels = grad_out.size(1);
+  geo.out_height = grad_out.size(2);
+  geo.out_width = grad_out.size(3);
+  geo.groups = groups;
+  geo.kernel_h = geo.kernel_w = geo.stride = 1;
+  check_plan(order, offsets, geo, grad_out);
+  return geo;
+}
+
 at::Tensor plan_sample_groups(const at::Tensor& order, const at::Tensor& offsets, const ConvGeometry& geo) {
   const auto pos = at::arange(geo.batch, order.options());
   const auto group_of_pos = at::searchsorted(offsets.slice(0, 1), pos, /*out_int32=*/false, /*right=*/true)
@@ -196,9 +213,13 @@ TORCH_LIBRARY(hamfast, m) {
   m.def(
       "grouped_conv2d_backward_weight(Tensor grad_out, Tensor x, Tensor order, Tensor offsets, int[] weight_size, "
       "int stride, int padding) -> Tensor");
+  // grad_bias [G, Cout]: per group, grad_out summed over its samples and pixels (deterministic).
+  m.def("grouped_conv2d_backward_bias(Tensor grad_out, Tensor order, Tensor offsets, int groups) -> Tensor");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
   // Forgets every measured choice (autotune.h): the next call per signature measures again.
   m.def("autotune_clear() -> ()", [] { autotune::clear(); });
+  // Every kept measurement as JSON (autotune::report_json): key -> winner and median ms per candidate.
+  m.def("autotune_report() -> str", [] { return autotune::report_json(); });
 }
 
 }  // namespace hamfast

@@ -37,6 +37,10 @@ ConvGeometry check_backward_input_args(const at::Tensor& grad_out, const at::Ten
 ConvGeometry check_backward_weight_args(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
                                         const at::Tensor& offsets, at::IntArrayRef weight_size, int64_t stride,
                                         int64_t padding);
+// grouped_conv2d_backward_bias: grad_out a floating [B, Cout, Ho, Wo], the plan for B samples in
+// `groups` groups. The geometry holds batch, groups, out_channels, out_height and out_width only.
+ConvGeometry check_backward_bias_args(const at::Tensor& grad_out, const at::Tensor& order, const at::Tensor& offsets,
+                                      int64_t groups);
 
 // int64 [batch]: the group of every sample in the caller's order, computed with tensor ops on the
 // plan's device (no host sync): plan position p lies in group #{g : offsets[g + 1] <= p}.

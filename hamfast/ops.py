@@ -43,6 +43,7 @@ __all__ = [
     "grouped_conv2d",
     "grouped_conv2d_reference",
     "explain",
+    "autotune_report",
     "conv_output_size",
 ]
 
@@ -410,6 +411,22 @@ def explain(
         return f"hamfast.grouped_conv2d on {x.device.type}, {x.dtype}: this build cannot explain {x.device.type} calls\n"
 
 
+def autotune_report() -> dict:
+    """What the run-time autotuner has measured in this process (CPU and CUDA signatures).
+
+    Returns:
+        ``{signature: {"winner": name, "median_ms": {candidate: ms or None}}}``; a signature names
+        the backend, device, dtype, pass, batch bucket, G and shapes; None marks a candidate that
+        could not run (e.g. out of memory). Empty without the compiled op, before the first call,
+        with ``HAMFAST_AUTOTUNE=off``, or after ``torch.ops.hamfast.autotune_clear()``.
+    """
+    if not _extension.available():
+        return {}
+    import json
+
+    return json.loads(torch.ops.hamfast.autotune_report())
+
+
 def grouped_conv2d_reference(
     x: Tensor,
     weight: Tensor,
@@ -494,6 +511,11 @@ if _extension.available():
         _fake_check_devices("grouped_conv2d_backward_weight", grad_out=grad_out, x=x, order=order, offsets=offsets)
         return x.new_empty(weight_size)
 
+    @torch.library.register_fake("hamfast::grouped_conv2d_backward_bias")
+    def _backward_bias_fake(grad_out, order, offsets, groups):
+        _fake_check_devices("grouped_conv2d_backward_bias", grad_out=grad_out, order=order, offsets=offsets)
+        return grad_out.new_empty((groups, grad_out.shape[1]))
+
     def _setup_context(ctx, inputs, output):
         x, weight, bias, order, offsets, stride, padding = inputs
         x_needs, weight_needs, bias_needs = ctx.needs_input_grad[:3]
@@ -517,7 +539,9 @@ if _extension.available():
                 grad_out, x, order, offsets, ctx.weight_size, ctx.stride, ctx.padding
             )
         if ctx.needs_input_grad[2]:
-            grad_bias = _segment_sum(grad_out.sum((2, 3)), order, offsets)
+            # One deterministic kernel on CUDA (per (group, channel) sums, rounded once), where the
+            # sum / segment-sum of tensor ops launched about 8.
+            grad_bias = torch.ops.hamfast.grouped_conv2d_backward_bias(grad_out, order, offsets, ctx.weight_size[0])
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
     torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
@@ -545,17 +569,5 @@ if _extension.available():
     _register_autocast("grouped_conv2d", cast=True)
     _register_autocast("grouped_conv2d_backward_input", cast=False)
     _register_autocast("grouped_conv2d_backward_weight", cast=False)
+    _register_autocast("grouped_conv2d_backward_bias", cast=False)
 
-
-def _segment_sum(per_sample: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
-    """Sum rows of ``per_sample`` [B, C] per group -> [G, C] (zeros for empty groups)."""
-    counts = offsets[1:] - offsets[:-1]
-    num_groups, batch = counts.numel(), order.numel()
-    sorted_group = torch.repeat_interleave(
-        torch.arange(num_groups, device=counts.device), counts, output_size=batch
-    )
-    # A one-hot [G, B] matrix product: index_add over the batch axis (a scatter_add) was slower
-    # than the whole bias gradient should be, on CPU.
-    one_hot = per_sample.new_zeros((num_groups, batch))
-    one_hot[sorted_group, order] = 1
-    return one_hot @ per_sample

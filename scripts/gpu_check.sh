@@ -1,162 +1,176 @@
 #!/usr/bin/env bash
 # The GPU check, one call on a lent GPU machine (torch preinstalled; no internet; no monai, nibabel
-# or expecttest, whose wheels scripts/fetch_gpu_wheels.sh puts in .whl/). In order, each step with
-# its own time limit inside an overall budget, so the summary is always written:
-#   1. build hamfast with its CUDA kernels for the visible GPU, with the system compiler (the image's
-#      CXX=/opt/gcc/bin/g++ links libstdc++ statically, which crashes torch on the op's errors),
-#      and record the kernels' register/spill report;
-#   2. unpack the missing test dependencies from .whl/ into a folder under /tmp (the image is untouched);
-#   3. run the whole test suite (op, build and error tests first), CUDA tests included;
-#   4. run the quick GPU benchmark (skipped, with a line saying so, without a GPU).
-# Writes into OUTDIR: gpu_check.log, gpu_check.json (summary), tests.xml, resource_usage.txt,
-# bench_gpu.json. Fits one 10-minute device call with the machine's start: the steps share
-# GPU_CHECK_BUDGET seconds (default 450: build <= 150, tests what is left but 110 s kept for the
-# bench, bench <= 150; measured on an H200: build 25 s, quick bench 92 s).
-#   bash scripts/gpu_check.sh OUTDIR
-# Knobs: PYTHON, GPU_CHECK_BUDGET, GPU_CHECK_BUILD_S (build limit, 150), GPU_CHECK_TESTS (test paths, default: the whole suite), WHEELS
-# (default .whl), HAMFAST_BUILD_CUDA (default 1 with a GPU, auto without), MAX_JOBS.
+# or expecttest, whose wheels scripts/fetch_gpu_wheels.sh puts in .whl/). Settles issue 21's
+# targets and diagnoses each pass in one run. In order, each step with its own time limit inside an
+# overall budget (GPU_CHECK_BUDGET, default 510 s: fits a 9-minute call), so the summary is always
+# written (also on an early exit):
+#   build      hamfast with its CUDA kernels for the visible GPU's arch only (TORCH_CUDA_ARCH_LIST=
+#              major.minor), with the system compiler (the image's CXX=/opt/gcc/bin/g++ links
+#              libstdc++ statically, which crashes torch on the op's errors); kernel resource usage;
+#   deps       the missing test dependencies from .whl/, unpacked into a folder under /tmp;
+#   tests      the CUDA tests (pytest -m cuda) of the op, its errors and the build;
+#   bench      `hamfast bench --quick` (B = 16/64, G = 15/1, HAM steps, bf16 extra);
+#   bench_b256 the whole conv stack fwd+bwd at B = 256, G = 15, float32;
+#   targets    `bench --table` of both (table.md) and each target pass/FAIL (targets.json);
+#   autotune   per-pass timings of every candidate against cuDNN with cudnn.benchmark on
+#              (scripts/autotune_report.py: autotune.json);
+#   racecheck, synccheck  compute-sanitizer on tiny shapes for every tile, split and dtype
+#              (scripts/sanitizer_shapes.py).
+# Everything goes into OUTDIR, ready to commit under benchmarks/results/: gpu_check.json (summary:
+# steps, tests, targets, sanitizer verdicts), gpu_check.log, tests.xml, resource_usage.txt,
+# bench_quick.json, bench_b256.json, table.md, targets.json, autotune.json, racecheck.txt, synccheck.txt.
+#   bash scripts/gpu_check.sh [OUTDIR]   # default benchmarks/results/gpu-check-<date>-<commit>
+# Without a GPU every step is skipped with a line saying so and the summary says why. With
+# GPU_CHECK_DRY_RUN=1 the steps run on the CPU instead (tiny shapes; the in-place build is used
+# as it is; no sanitizer): checks this script's plumbing, measures nothing.
+# Knobs: PYTHON, GPU_CHECK_BUDGET, GPU_CHECK_TESTS (test paths), WHEELS (default .whl),
+# MAX_JOBS (default 16), GPU_CHECK_DRY_RUN.
 set -uo pipefail
-out=${1:?usage: bash scripts/gpu_check.sh OUTDIR}
-mkdir -p "$out" && out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
+out=${1:-benchmarks/results/gpu-check-$(date +%Y-%m-%d)-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 exec > >(tee -a "$out/gpu_check.log") 2>&1
 started=$(date +%s)
-budget=${GPU_CHECK_BUDGET:-450}
+budget=${GPU_CHECK_BUDGET:-510}
+dry=${GPU_CHECK_DRY_RUN:-0}
 export PYTHONUNBUFFERED=1
+rm -f "$out/.steps"
 
 left() { echo $(( budget - ($(date +%s) - started) )); }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >> "$out/.steps"; }
+skip() {  # skip NAME WHY
+  echo "=== $1: skipped ($2)"
+  record "$1" skipped 0 "$2"
+}
 step() {  # step NAME MAX_S COMMAND...: runs with min(MAX_S, budget left) seconds, logs and records it
   local name=$1 limit=$2; shift 2
   local remaining; remaining=$(left)
   (( remaining < limit )) && limit=$remaining
   if (( limit < 10 )); then
-    echo "=== $name: skipped, the ${budget}s budget is spent"
-    printf '%s %s %s\n' "$name" skipped 0 >> "$out/.steps"
-    return
+    skip "$name" "the ${budget}s budget is spent"
+    return 1
   fi
   echo "=== $name (limit ${limit}s): $*"
-  local t0; t0=$(date +%s)
-  # SIGINT first: pytest then stops cleanly and still writes its report; KILL 20 s later.
+  local t0 rc; t0=$(date +%s)
+  # SIGINT first: pytest and the scripts then stop cleanly and still write their reports; KILL 20 s later.
   timeout -s INT -k 20 "$limit" "$@"
-  local rc=$?
+  rc=$?
   echo "=== $name: exit $rc after $(( $(date +%s) - t0 )) s$( ((rc == 124)) && echo ' (time limit)')"
-  printf '%s %s %s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$out/.steps"
+  record "$name" "$rc" "$(( $(date +%s) - t0 ))"
+  return "$rc"
 }
 
-rm -f "$out/.steps"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "gpu_check: no nvidia-smi"
+summary() {
+  "$PY" "$root/scripts/gpu_check_summary.py" "$out" "$started" "${so:-}" "$gpu" "$dry" || \
+    echo "gpu_check: the summary could not be written"
+  rm -f "$out/.steps"
+}
+gpu=0
+so=
+trap summary EXIT
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "gpu_check: no nvidia-smi"
 gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-
-# 1. Build. The system compiler when there is one (setup.py would also switch to it, with a note).
-if [ -x /usr/bin/gcc ] && [ -x /usr/bin/g++ ]; then
-  export CC=/usr/bin/gcc CXX=/usr/bin/g++
+steps=(build deps tests bench bench_b256 targets autotune racecheck synccheck)
+if [ "$gpu" != 1 ] && [ "$dry" != 1 ]; then
+  for name in "${steps[@]}"; do skip "$name" "no GPU"; done
+  exit 0
 fi
-echo "gpu_check: compiler CC=${CC:-default} CXX=${CXX:-default}"
-if [ "$gpu" = 1 ]; then
-  export HAMFAST_BUILD_CUDA=${HAMFAST_BUILD_CUDA:-1}
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+# build: for this GPU's arch only (one .cu translation unit: ~25-90 s).
+if [ "$dry" = 1 ]; then
+  skip build "dry run: the in-place build is used as it is"
 else
-  echo "gpu_check: no GPU visible: building what this torch allows; CUDA tests and the benchmark will skip"
-  export HAMFAST_BUILD_CUDA=${HAMFAST_BUILD_CUDA:-auto}
+  [ -x /usr/bin/gcc ] && [ -x /usr/bin/g++ ] && export CC=/usr/bin/gcc CXX=/usr/bin/g++
+  arch=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+  echo "gpu_check: compiler CC=${CC:-default} CXX=${CXX:-default}, TORCH_CUDA_ARCH_LIST=$arch"
+  find hamfast -name '_C*.so' -delete
+  step build 150 env HAMFAST_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-16}" \
+    "$PY" setup.py -q build_ext --inplace
 fi
-find hamfast -name '_C*.so' -delete
-step build "${GPU_CHECK_BUILD_S:-150}" env MAX_JOBS="${MAX_JOBS:-16}" "$PY" setup.py -q build_ext --inplace
-so=$(ls hamfast/_C*.so 2>/dev/null | head -n 1)
-if [ -n "$so" ]; then
+so=$(find hamfast -maxdepth 1 -name '_C*.so' | head -n 1)
+if [ -n "$so" ] && [ "$dry" != 1 ]; then
   cuobjdump=$(command -v cuobjdump || echo "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump")
-  [ -x "$cuobjdump" ] && "$cuobjdump" --dump-resource-usage "$so" > "$out/resource_usage.txt" 2>&1 || true
+  if [ -x "$cuobjdump" ]; then "$cuobjdump" --dump-resource-usage "$so" > "$out/resource_usage.txt" 2>&1 || true; fi
+fi
+if [ -z "$so" ]; then
+  for name in "${steps[@]:1}"; do skip "$name" "no hamfast/_C*.so (the build failed)"; done
+  exit 1
 fi
 
-# 2. Test dependencies from wheels: only the modules missing, unpacked into a private folder
-#    (pure-Python wheels are importable as unpacked; no pip, no changes to the image).
+# deps: only the modules missing, unpacked from pure-Python wheels (no pip, the image is untouched).
 wheels=${WHEELS:-.whl}
 site=$(mktemp -d /tmp/hamfast-gpu-site.XXXXXX)
-export PYTHONPATH="$root:$site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PYTHONPATH:$site"
 install_missing() {
-  local module wheel_prefix missing=0 status=0
-  for pair in monai:monai nibabel:nibabel expecttest:expecttest packaging:packaging typing_extensions:typing_extensions; do
-    module=${pair%%:*}; wheel_prefix=${pair#*:}
+  local module wheel status=0
+  for module in monai nibabel expecttest packaging typing_extensions; do
     "$PY" -c "import $module" 2>/dev/null && continue
-    missing=1
-    wheel=$(ls "$wheels/$wheel_prefix"-*.whl 2>/dev/null | head -n 1)
+    wheel=$(find "$wheels" -maxdepth 1 -name "$module-*.whl" 2>/dev/null | head -n 1)
     if [ -z "$wheel" ]; then
-      echo "gpu_check: $module is missing and there is no $wheels/$wheel_prefix-*.whl (run scripts/fetch_gpu_wheels.sh, then carry .whl)"
+      echo "gpu_check: $module is missing and there is no $wheels/$module-*.whl (run scripts/fetch_gpu_wheels.sh, then carry .whl)"
       status=1
       continue
     fi
     "$PY" -m zipfile -e "$wheel" "$site" && echo "gpu_check: installed $(basename "$wheel") into $site"
   done
-  (( missing )) || echo "gpu_check: monai, nibabel and expecttest are already installed"
-  "$PY" -c "import monai, nibabel, expecttest; print('gpu_check: monai', monai.__version__, 'nibabel', nibabel.__version__, 'import')" || status=1
   return $status
 }
 echo "=== deps: from $wheels into $site"
 t0=$(date +%s)
-install_missing
-printf '%s %s %s\n' deps "$?" "$(( $(date +%s) - t0 ))" >> "$out/.steps"
+install_missing  # a shell function: not under timeout (it only unpacks zip files)
+record deps "$?" "$(( $(date +%s) - t0 ))"
 
-# 3. The whole suite, the op/build/error tests first (so a time limit cuts the least important).
+# tests: the CUDA ones (the CPU suite runs in CI); a time limit cuts the least important last.
 if [ -n "${GPU_CHECK_TESTS:-}" ]; then
   read -r -a tests <<< "$GPU_CHECK_TESTS"
 else
-  first=(tests/test_build.py tests/test_op_errors.py tests/test_ops.py tests/test_cuda_kernels_emulated.py)
-  tests=()
-  for f in "${first[@]}"; do [ -f "$f" ] && tests+=("$f"); done
-  for f in tests/test_*.py; do [[ " ${first[*]} " == *" $f "* ]] || tests+=("$f"); done
+  tests=(tests/test_ops.py tests/test_op_errors.py tests/test_build.py)
 fi
-bench_reserve=$([ "$gpu" = 1 ] && echo 110 || echo 0)
-step tests $(( $(left) - bench_reserve )) "$PY" -m pytest -q -rfEs --durations=15 -p no:cacheprovider --junitxml="$out/tests.xml" "${tests[@]}"
+marker=(-m cuda)
+if [ "$dry" = 1 ]; then  # one CPU test: the plumbing, not the suite
+  tests=(tests/test_autotune.py)
+  marker=(-k autotune_off_keeps)
+fi
+step tests 120 "$PY" -m pytest -q -rfEs -p no:cacheprovider "${marker[@]}" --junitxml="$out/tests.xml" "${tests[@]}"
 
-# 4. The quick benchmark.
-if [ "$gpu" = 1 ] && [ -n "$so" ]; then
-  step bench 150 "$PY" benchmarks/bench_gpu.py --quick --out "$out/bench_gpu.json"
-  [ -f "$out/bench_gpu.json" ] && "$PY" benchmarks/bench_gpu.py --table "$out/bench_gpu.json"
+# bench: the targets. Quick preset, then B = 256 (whole stack, float32), then the table and verdicts.
+if [ "$dry" = 1 ]; then
+  quick=(--dry-run --benches conv --layers 1 --repeats 2 --warmup 1)
+  b256=(--dry-run --benches conv --layers 1 --batches 8 --repeats 2 --warmup 1)
 else
-  echo "=== bench: skipped ($( [ "$gpu" = 1 ] && echo 'the build failed' || echo 'no GPU'))"
-  printf '%s %s %s\n' bench skipped 0 >> "$out/.steps"
+  quick=(--quick)
+  b256=(--benches conv --inputs 128 --batches 256 --groups 15 --passes fwd+bwd --dtypes float32 --extra-dtypes ''
+        --repeats 10 --warmup 3)
+fi
+step bench 160 "$PY" benchmarks/bench_gpu.py "${quick[@]}" --out "$out/bench_quick.json"
+step bench_b256 100 "$PY" benchmarks/bench_gpu.py "${b256[@]}" --out "$out/bench_b256.json"
+step targets 20 "$PY" "$root/scripts/gpu_check_summary.py" --targets "$out"
+
+# autotune: every candidate of every pass, per layer, B and dtype (results written case by case).
+if [ "$dry" = 1 ]; then
+  step autotune 60 "$PY" scripts/autotune_report.py --device cpu --out "$out/autotune.json"
+else
+  step autotune 90 "$PY" scripts/autotune_report.py --batches 16,64,256 --dtypes tf32,bf16 --out "$out/autotune.json"
 fi
 
-"$PY" - "$out" "$started" "${so:-}" <<'PYEOF'
-import json, sys, time, xml.etree.ElementTree as ET
-from pathlib import Path
-out, started, so = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-steps = {}
-for line in (out / ".steps").read_text().splitlines():
-    name, rc, seconds = line.split()
-    steps[name] = {"exit": None if rc == "skipped" else int(rc), "skipped": rc == "skipped", "seconds": int(seconds)}
-tests = None
-if (out / "tests.xml").exists():
-    try:
-        suite = ET.parse(out / "tests.xml").getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        tests = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    except ET.ParseError as exc:
-        tests = {"unreadable": str(exc)}
-try:
-    import torch
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    versions = {"torch": torch.__version__, "cuda": torch.version.cuda}
-except Exception as exc:  # the summary is written whatever broke
-    device, versions = None, {"torch": f"unimportable: {exc}"}
-libstdcxx = None
-if so:
-    try:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("toolchain", "hamfast/_toolchain.py")
-        _toolchain = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_toolchain)
-        libstdcxx = _toolchain.cxx_runtime_problem(_toolchain.needed_libraries(so)) or "shared (safe)"
-    except Exception as exc:
-        libstdcxx = f"unchecked: {exc}"
-summary = {
-    "device": device, **versions,
-    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": int(time.time()) - started,
-    "library": so or None, "libstdc++": libstdcxx,
-    "steps": steps, "tests": tests, "bench": (out / "bench_gpu.json").exists(),
-}
-(out / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
-print(json.dumps(summary, indent=2))
-PYEOF
-rm -f "$out/.steps"
+# racecheck / synccheck: every own-kernel configuration on tiny shapes.
+sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+# shellcheck disable=SC2016  # expanded by the inner bash -c, not here
+to_file='f=$1; shift; "$@" > "$f" 2>&1'  # a command's output into one file
+if [ "$dry" = 1 ]; then
+  step racecheck 60 bash -c "$to_file" _ "$out/racecheck.txt" "$PY" scripts/sanitizer_shapes.py --device cpu
+  skip synccheck "dry run: no compute-sanitizer on the CPU"
+elif [ ! -x "$sanitizer" ]; then
+  skip racecheck "no compute-sanitizer"
+  skip synccheck "no compute-sanitizer"
+else
+  step racecheck 90 bash -c "$to_file" _ "$out/racecheck.txt" "$sanitizer" --tool racecheck --racecheck-report hazard \
+    "$PY" scripts/sanitizer_shapes.py
+  step synccheck 60 bash -c "$to_file" _ "$out/synccheck.txt" "$sanitizer" --tool synccheck "$PY" scripts/sanitizer_shapes.py
+fi
+echo "gpu_check: done in $(( $(date +%s) - started )) s; results in $out"

@@ -1,7 +1,10 @@
 """The run-time autotuner (csrc/autotune.h): its selection logic with an injected timer (compiled
-on the host, no clock read, no timed asserts), and the CPU op's use of it (explain reports the kept
-choice, the profiler label names the path that runs, HAMFAST_AUTOTUNE=off keeps the cost rule).
+on the host, no clock read, no timed asserts), the CUDA dispatcher's use of it (candidates, kept
+winners, fixed modes; compiled on the host against tests/cuda_emulation), and the CPU op's use of it
+(explain reports the kept choice, the profiler label names the path that runs, HAMFAST_AUTOTUNE=off
+keeps the cost rule, autotune_report lists what was measured).
 """
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +13,7 @@ import pytest
 import torch
 
 from hamfast import _extension
-from hamfast.ops import explain, grouped_conv2d
+from hamfast.ops import autotune_report, explain, grouped_conv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -27,6 +30,23 @@ def test_selection_logic_with_an_injected_timer(tmp_path):
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok   ") == 16 and "FAIL" not in result.stdout
+
+
+@needs_gxx
+def test_cuda_dispatch_autotune_with_an_injected_timer(tmp_path):
+    """csrc/cuda/dispatch.cpp's candidates, decide and tune: the fixed choice first, split-K for
+    grad-weight, cuDNN in every list, the winner kept per signature (device, precision, pass,
+    B-bucket, G, shapes) and reported, failures and ties, HAMFAST_AUTOTUNE=off, a fixed context and
+    the override."""
+    binary = tmp_path / "check_cuda_autotune"
+    subprocess.run(["g++", "-std=c++20", "-O1", "-DHAMFAST_CUDA_EMULATION", f"-I{ROOT / 'tests' / 'cuda_emulation'}",
+                    f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc'}",
+                    str(ROOT / "tests" / "autotune" / "check_cuda_autotune.cpp"), str(ROOT / "csrc" / "cuda" / "dispatch.cpp"),
+                    str(ROOT / "csrc" / "autotune.cpp"), "-o", str(binary)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok   ") == 17 and "FAIL" not in result.stdout
 
 
 def _case():
@@ -60,9 +80,17 @@ def test_first_call_measures_then_explain_and_the_run_name_the_kept_path(monkeyp
     for pass_, line in after.items():
         assert "autotuned for this signature" in line and "loop_parallel" in line and "fold" in line, line
     kept = {f"{p.replace('-', '_')}_{line.split()[0]}" for p, line in after.items()}
+    report = autotune_report()
+    cpu_keys = [k for k in report if k.startswith("cpu ") and " G4 3->5 k3x3 s1 p0 11x10 " in k]
+    assert len(cpu_keys) == 3, report
+    for key in cpu_keys:
+        entry = report[key]
+        assert set(entry["median_ms"]) == {"loop", "loop_parallel", "fold"}
+        assert entry["winner"] == min(entry["median_ms"], key=entry["median_ms"].get)
     assert _profiled_paths(lambda: grouped_conv2d(x, weight, bias, group).sum().backward()) == kept
     torch.ops.hamfast.autotune_clear()
     assert all("not measured yet" in line for line in _pass_lines(explain(x, weight, group)).values())
+    assert autotune_report() == {}
 
 
 @needs_extension

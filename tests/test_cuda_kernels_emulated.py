@@ -3,11 +3,12 @@
 csrc/cuda/grouped_conv_kernels.cu is compiled as host C++ against tests/cuda_emulation (each CUDA
 thread a fiber, barriers for __syncthreads and per warp, host models of mma.sync written from the
 PTX ISA's fragment layouts), its launches rewritten into host calls. check_kernels.cpp then runs
-all three passes on every precision path (float64 and float32 SIMT, TF32, bf16, f16 tensor cores)
-with small-integer inputs, so every sum is exact, and compares BITWISE with direct convolution
-loops. This proves tiling, the tile-to-group map, the operand iterators, the mma fragment indexing,
-split-K and the output layouts; it says nothing about speed or real-hardware behaviour (timing,
-memory ordering of cp.async), which the CUDA tests in test_ops.py cover on a GPU.
+all passes (forward, grad-input, grad-weight, grad-bias) on every precision path (float64 and
+float32 SIMT, TF32, bf16, f16 tensor cores) with small-integer inputs, so every sum is exact, and
+compares BITWISE with direct convolution loops. This proves tiling, the tile-to-group map, the
+operand iterators, the mma fragment indexing, split-K, the direct grad-weight write at split-K 1,
+the copy width each pass uses and the output layouts; it says nothing about speed or real-hardware
+behaviour (timing, memory ordering of cp.async), which the CUDA tests in test_ops.py cover on a GPU.
 """
 import re
 import shutil
@@ -23,21 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
 # kernel<...><<<grid, block, shared_bytes, stream>>>(args);  ->  emu_launch(grid, block, shared_bytes, [&] { kernel<...>(args); });
 LAUNCH = re.compile(r"(\w+(?:<[^;<>]*>)?)<<<([^,]+), ([^,]+), ([^,]+), ([^>]+)>>>\(([^;]*)\);", re.S)
-CASES = 8  # in check_kernels.cpp
+CASES = 10  # in check_kernels.cpp
 PATHS = 5  # float64, float32, tf32, bf16, f16
+# Checks per case and path: forward, grad-input, grad-weight, grad-weight again (bitwise
+# reproducible), grad-weight's kernel count and workspace, grad-bias from NCHW and from NHWC dy, copy widths.
+CHECKS = 8
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")
 
 
 def build(tmp: Path, name: str, *flags: str) -> Path:
     source = (ROOT / "csrc" / "cuda" / "grouped_conv_kernels.cu").read_text()
     host_source, launches = LAUNCH.subn(r"emu_launch(\2, \3, \4, [&] { \1(\6); });", source)
-    assert launches == 2, "expected the GEMM and the grad-weight reduce launches"
+    assert launches == 4, "expected the GEMM, the grad-weight reduce and the two grad-bias launches"
     (tmp / "kernels_host.cpp").write_text(host_source)
     binary = tmp / name
     subprocess.run(
         ["g++", "-std=c++20", "-O1", "-Wno-subobject-linkage", "-DHAMFAST_CUDA_EMULATION", f"-I{EMULATION}",
-         f"-I{ROOT / 'csrc' / 'cuda'}", f'-DKERNELS_SOURCE="{tmp / "kernels_host.cpp"}"',
-         str(EMULATION / "check_kernels.cpp"), str(ROOT / "csrc" / "cuda" / "dispatch.cpp"), "-o", str(binary), *flags],
+         f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc'}", f'-DKERNELS_SOURCE="{tmp / "kernels_host.cpp"}"',
+         str(EMULATION / "check_kernels.cpp"), str(ROOT / "csrc" / "cuda" / "dispatch.cpp"),
+         str(ROOT / "csrc" / "autotune.cpp"), "-o", str(binary), *flags],
         check=True, capture_output=True, text=True,
     )
     return binary
@@ -53,8 +58,33 @@ def test_all_passes_and_precisions_match_direct_convolution_bitwise(checker):
     result = subprocess.run([str(checker)], capture_output=True, text=True, timeout=900)
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Per case and path: forward, grad-input, grad-weight, and grad-weight again (bitwise reproducible).
-    assert result.stdout.count("ok   ") == CASES * PATHS * 4
+    assert result.stdout.count("ok   ") == CASES * PATHS * CHECKS
+
+
+def lines_of(stdout: str, case: str, path: str, check: str) -> list[str]:
+    return [line for line in stdout.splitlines() if case in line and f"| {path} " in line and check in line]
+
+
+@needs_gxx
+def test_split1_grad_weight_is_one_kernel_and_cin4_16bit_uses_8_byte_copies(checker):
+    """Split-K 1 writes grad_weight from the GEMM (one launch, no workspace) and split-K > 1 adds the
+    reduce; bf16 / f16 with Cin = 4 copy 8 bytes per cp.async in forward and grad-weight instead of
+    one element, float32 16 bytes. Cases 8 and 9 of check_kernels.cpp (Cin = 4, odd H/W, empty groups)."""
+    out9 = subprocess.run([str(checker), "8"], capture_output=True, text=True, timeout=900)
+    out = subprocess.run([str(checker), "9"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0 and out9.returncode == 0, out.stdout + out9.stdout
+    for path in ("float64", "float32", "tf32", "bf16", "f16"):
+        (kernels,) = lines_of(out.stdout, "Cin4 odd HW empty groups split1", path, "grad-weight kernels")
+        assert "split1" in kernels and "1 launch(es), workspace 0 bytes" in kernels, kernels
+        (kernels,) = lines_of(out9.stdout, "Cin4 k5 stride2", path, "grad-weight kernels")
+        assert "split3" in kernels and "2 launch(es)" in kernels, kernels
+    for path in ("bf16", "f16"):
+        (widths,) = lines_of(out.stdout, "Cin4 odd HW empty groups split1", path, "copy bytes")
+        assert "forward 8 grad-input 16 grad-weight 8" in widths, widths
+        (widths,) = lines_of(out9.stdout, "Cin4 k5 stride2", path, "copy bytes")
+        assert "forward 8 grad-input 8 grad-weight 8" in widths, widths
+    (widths,) = lines_of(out.stdout, "Cin4 odd HW empty groups split1", "tf32", "copy bytes")
+    assert "forward 16 grad-input 16 grad-weight 16" in widths, widths
 
 
 @needs_gxx
@@ -66,7 +96,7 @@ def test_zero_sized_channels_and_batch_give_empty_or_bias_results(checker):
     print(result.stdout)
     assert result.returncode == 0, f"exit {result.returncode}: " + result.stdout[-2000:] + result.stderr[-2000:]
     assert "launch error" not in result.stdout
-    assert result.stdout.count("ok   ") == 3 * 3 * PATHS * 4
+    assert result.stdout.count("ok   ") == 3 * 3 * PATHS * CHECKS
 
 
 @needs_gxx
@@ -117,18 +147,20 @@ def dispatch_lines(checker, sm_major: int, sm_count: int, env=None) -> dict[tupl
 
 @needs_gxx
 def test_dispatcher_picks_a_path_every_device_can_run(checker):
-    """Without a tuned table: tensor cores on sm_80+, SIMT for float64 / exact float32 / pre-sm_80
-    TF32, cuDNN for 16-bit inputs before sm_80 (there is no 16-bit SIMT kernel)."""
+    """The fixed heuristic (what runs with HAMFAST_AUTOTUNE=off, and the first candidate the autotuner
+    times): tensor cores on sm_80+, SIMT for float64 / exact float32 / pre-sm_80 TF32, cuDNN for
+    16-bit inputs before sm_80 (there is no 16-bit SIMT kernel)."""
     FLOAT64, FLOAT32, TF32, BF16, F16 = range(5)
     hopper = dispatch_lines(checker, 9, 132)
     assert len(hopper) == 5 * 4 * 2 * 3
     for (precision, cin, cout, batch, pass_name), text in hopper.items():
-        assert "no tuned table entry" in text
+        assert text.split(" | ")[1].startswith("heuristic: "), text
         if precision in (FLOAT64, FLOAT32):
             assert text.startswith("custom SIMT kernel"), text
         else:
             assert text.startswith("custom tensor-core kernel (mma.sync), tile "), text
     assert "split-K" in hopper[(TF32, 4, 64, 16, "grad-weight")]  # 30 output tiles for 132 SMs
+    assert "split-K" in hopper[(FLOAT32, 4, 64, 16, "grad-weight")]  # the exact SIMT kernel splits K too
     turing = dispatch_lines(checker, 7, 40)
     assert turing[(TF32, 64, 128, 16, "forward")].startswith("custom SIMT kernel")
     assert turing[(BF16, 64, 128, 16, "forward")].startswith("cuDNN, one convolution with groups=B")

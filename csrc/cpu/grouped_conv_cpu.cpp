@@ -218,12 +218,26 @@ at::Tensor grouped_conv2d_backward_weight_cpu(const at::Tensor& grad_out, const 
   });
 }
 
+// Per-sample channel sums, then per group one GEMM with a one-hot [G, B] matrix (as the fold's
+// grad-weight), in float32 for 16-bit inputs and rounded once.
+at::Tensor grouped_conv2d_backward_bias_cpu(const at::Tensor& grad_out, const at::Tensor& order,
+                                            const at::Tensor& offsets, int64_t groups) {
+  const ConvGeometry geo = check_backward_bias_args(grad_out, order, offsets, groups);
+  if (geo.batch == 0 || geo.out_channels == 0) return at::zeros({geo.groups, geo.out_channels}, grad_out.options());
+  const auto compute = at::isReducedFloatingType(grad_out.scalar_type()) ? at::kFloat : grad_out.scalar_type();
+  const auto per_sample = grad_out.sum({2, 3}, /*keepdim=*/false, compute);
+  auto one_hot = at::zeros({geo.groups, geo.batch}, grad_out.options().dtype(compute));
+  one_hot.scatter_(0, sample_groups(order, offsets).unsqueeze(0), 1.0);
+  return at::mm(one_hot, per_sample).to(grad_out.scalar_type());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hamfast, CPU, m) {
   m.impl("grouped_conv2d", &grouped_conv2d_cpu);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cpu);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cpu);
+  m.impl("grouped_conv2d_backward_bias", &grouped_conv2d_backward_bias_cpu);
 }
 
 }  // namespace hamfast

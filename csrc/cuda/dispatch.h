@@ -1,9 +1,17 @@
 // Which implementation runs one pass of the grouped convolution on CUDA, and why. Plain C++ (no
 // torch, no CUDA headers): decided from shapes, dtype and device properties only, never from the
 // plan's contents, so choosing costs no device-to-host sync.
+//
+// With HAMFAST_AUTOTUNE on (the default), the first call per shape signature (tune_key) times every
+// candidate that applies (candidates(): own kernel tiles and split-K, cuDNN groups=B, cuDNN per
+// group) and the fastest is kept for the process (csrc/autotune.h); grouped_conv_cuda.cpp supplies
+// the CUDA-event timer, tests/autotune/check_cuda_autotune.cpp an injected one. With autotune off
+// (or torch.use_deterministic_algorithms), the fixed heuristic decides from shapes alone.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "grouped_conv_kernels.cuh"
 
@@ -19,21 +27,7 @@ enum class Path : int {
   kCudnnPerGroup = 3,  // one cuDNN convolution per group (reads the offsets on the host: one sync)
 };
 
-// A tuned choice: applies to (pass, precision, cin, cout) on a device of compute capability
-// sm_major.x when height <= height_max and batch <= batch_max (the first such entry wins; the
-// tuner writes them sorted by height_max, then batch_max).
-struct DispatchEntry {
-  PassKind pass;
-  Precision precision;
-  int cin, cout;
-  int height_max, batch_max;
-  int sm_major;
-  Path path;
-  TileShape tile;
-  int split_k;
-  const char* device;  // the GPU it was tuned on
-};
-
+// What identifies a device for the autotune key: two GPUs of one model share measurements.
 struct DeviceInfo {
   int sm_major, sm_minor, sm_count;
   std::string name;
@@ -43,9 +37,40 @@ struct Decision {
   Path path;
   KernelChoice kernel;  // for kTensorCore / kSimt
   std::string why;
+  // Chosen (or being timed) by the autotuner: the cuDNN paths then run with cudnn.benchmark on,
+  // so they are measured and run as fast as the benchmark's cuDNN baselines.
+  bool measured = false;
 };
 
+// The fixed choice: HAMFAST_DISPATCH_OVERRIDE when set, else the heuristic (shapes only).
 Decision choose(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device);
+
+// Every implementation of `pass` this device and precision can run, the fixed choice (choose)
+// first, so that ties and failed measurements fall back to it. Grad-weight tries split-K 1, 2, 4,
+// 8 and 16 per tile, within the workspace bound and >= 128 reduction rows per slice.
+std::vector<Decision> candidates(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device);
+
+// "tensor_core:128x64:1", "simt:4", "cudnn_groups_b", "cudnn_per_group" (HAMFAST_DISPATCH_OVERRIDE's syntax).
+std::string candidate_name(const Decision& decision);
+
+// The autotune signature: device (name, sm, SM count), precision, pass, batch bucket, G, Cin, Cout,
+// kernel, stride, padding, H, W.
+std::string tune_key(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device);
+
+// How a call decides. fixed: HAMFAST_AUTOTUNE=off, torch.use_deterministic_algorithms, or CUDA graph
+// capture (no timing there). Otherwise the kept measurement for tune_key, or, on the first call
+// (*measure_first set), the fixed choice with a why saying that the call measures first.
+struct Context {
+  bool fixed;
+  std::string fixed_reason;  // shown in explain when fixed
+};
+Decision decide(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device,
+                const Context& context, bool* measure_first);
+
+// Measures every candidate with time_ms (milliseconds of one run; +infinity for a candidate that
+// could not run, e.g. out of memory), keeps the fastest for tune_key and returns it.
+Decision tune(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device,
+              const std::function<double(const Decision&)>& time_ms);
 
 const char* pass_name(PassKind pass);
 const char* precision_name(Precision precision);

@@ -1,7 +1,8 @@
 // CUDA backend of the grouped convolution: argument checks, the dispatcher's decision, layout
 // conversion (NHWC activations and reordered weights, once per call), allocation and stream
 // handling with ATen; the kernels themselves are in grouped_conv_kernels.cu (nvcc, no torch headers).
-// Where the dispatch table says cuDNN is faster for a shape, the same call runs cuDNN through ATen.
+// Each pass runs what the dispatcher decides (dispatch.h): the candidate the run-time autotuner
+// measured fastest for the call's signature (own kernels or cuDNN through ATen), or the fixed heuristic.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "../grouped_conv.h"
+#include "autotune_cuda.h"
 #include "dispatch.h"
 #include "grouped_conv_kernels.cuh"
 
@@ -191,20 +193,16 @@ at::Tensor grad_weight_per_group(const at::Tensor& grad_out, const at::Tensor& x
   return gw;
 }
 
-// ---- the ops ---------------------------------------------------------------------------------
+// ---- one pass with a given decision (the autotuner times candidates through these) ----------
 
-at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
-  const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
-  check_cuda_dtype(x);
-  const c10::cuda::CUDAGuard guard(x.device());
-  if (has_zero_extent(geo)) return zero_extent_forward(x, bias, order, offsets, geo);
-  const cuda::ConvShape shape = kernel_shape(geo);
-  const Precision precision = precision_of(x.scalar_type());
-  const Decision d = cuda::choose(PassKind::kForward, precision, shape, device_info(x));
-  if (d.path == Path::kCudnnGroupsB) return forward_groups_b(x, weight, bias, order, offsets, geo);
-  if (d.path == Path::kCudnnPerGroup) return forward_per_group(x, weight, bias, order, offsets, geo);
-
+at::Tensor run_forward(const Decision& d, const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const at::Tensor& order, const at::Tensor& offsets,
+                       const ConvGeometry& geo, const cuda::ConvShape& shape) {
+  if (d.path == Path::kCudnnGroupsB || d.path == Path::kCudnnPerGroup) {
+    const cuda::CudnnBenchmarkGuard benchmark(d.measured);
+    return d.path == Path::kCudnnGroupsB ? forward_groups_b(x, weight, bias, order, offsets, geo)
+                                         : forward_per_group(x, weight, bias, order, offsets, geo);
+  }
   auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width},
                        x.options().memory_format(x.suggest_memory_format()));
   const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -223,19 +221,14 @@ at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, co
   return out;
 }
 
-at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const at::Tensor& weight,
-                                              const at::Tensor& order, const at::Tensor& offsets,
-                                              at::IntArrayRef input_size, int64_t stride, int64_t padding) {
-  const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
-  check_cuda_dtype(grad_out);
-  const c10::cuda::CUDAGuard guard(grad_out.device());
-  if (has_zero_extent(geo)) return zero_extent_backward_input(grad_out, input_size);
-  const cuda::ConvShape shape = kernel_shape(geo);
-  const Decision d =
-      cuda::choose(PassKind::kGradInput, precision_of(grad_out.scalar_type()), shape, device_info(grad_out));
-  if (d.path == Path::kCudnnGroupsB) return grad_input_groups_b(grad_out, weight, order, offsets, geo);
-  if (d.path == Path::kCudnnPerGroup) return grad_input_per_group(grad_out, weight, order, offsets, geo);
-
+at::Tensor run_backward_input(const Decision& d, const at::Tensor& grad_out, const at::Tensor& weight,
+                              const at::Tensor& order, const at::Tensor& offsets, at::IntArrayRef input_size,
+                              const ConvGeometry& geo, const cuda::ConvShape& shape) {
+  if (d.path == Path::kCudnnGroupsB || d.path == Path::kCudnnPerGroup) {
+    const cuda::CudnnBenchmarkGuard benchmark(d.measured);
+    return d.path == Path::kCudnnGroupsB ? grad_input_groups_b(grad_out, weight, order, offsets, geo)
+                                         : grad_input_per_group(grad_out, weight, order, offsets, geo);
+  }
   auto grad_x = at::empty(input_size, grad_out.options().memory_format(grad_out.suggest_memory_format()));
   const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
   const auto w_crsk = weight.permute({0, 2, 3, 4, 1}).contiguous();  // [G, Cin, kh, kw, Cout]
@@ -251,6 +244,62 @@ at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const 
   return grad_x;
 }
 
+at::Tensor run_backward_weight(const Decision& d, const at::Tensor& grad_out, const at::Tensor& x,
+                               const at::Tensor& order, const at::Tensor& offsets, at::IntArrayRef weight_size,
+                               const ConvGeometry& geo, const cuda::ConvShape& shape) {
+  if (d.path == Path::kCudnnGroupsB || d.path == Path::kCudnnPerGroup) {
+    const cuda::CudnnBenchmarkGuard benchmark(d.measured);
+    return d.path == Path::kCudnnGroupsB ? grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo)
+                                         : grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
+  }
+  auto grad_weight = at::empty(weight_size, x.options());  // every element is written (GEMM or reduce)
+  const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  with_kernel_type(x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    // Split-K 1 needs no workspace: the GEMM writes grad_weight directly.
+    const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel);
+    at::Tensor workspace;
+    if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+    check_launch(cuda::launch_grouped_conv_backward_weight<T>(
+                     cptr<T>(dy_nhwc), cptr<T>(x_nhwc), order_c.const_data_ptr<int64_t>(),
+                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight),
+                     bytes > 0 ? workspace.mutable_data_ptr() : nullptr, shape, d.kernel,
+                     at::cuda::getCurrentCUDAStream()),
+                 "grad-weight");
+  });
+  return grad_weight;
+}
+
+// ---- the ops: the decision (measured on the first call per signature), then the pass ---------
+
+at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
+  const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
+  check_cuda_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (has_zero_extent(geo)) return zero_extent_forward(x, bias, order, offsets, geo);
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const Decision d = cuda::pick(PassKind::kForward, precision_of(x.scalar_type()), shape, device_info(x),
+                                [&](const Decision& c) { run_forward(c, x, weight, bias, order, offsets, geo, shape); });
+  return run_forward(d, x, weight, bias, order, offsets, geo, shape);
+}
+
+at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const at::Tensor& weight,
+                                              const at::Tensor& order, const at::Tensor& offsets,
+                                              at::IntArrayRef input_size, int64_t stride, int64_t padding) {
+  const ConvGeometry geo = check_backward_input_args(grad_out, weight, order, offsets, input_size, stride, padding);
+  check_cuda_dtype(grad_out);
+  const c10::cuda::CUDAGuard guard(grad_out.device());
+  if (has_zero_extent(geo)) return zero_extent_backward_input(grad_out, input_size);
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const Decision d = cuda::pick(
+      PassKind::kGradInput, precision_of(grad_out.scalar_type()), shape, device_info(grad_out),
+      [&](const Decision& c) { run_backward_input(c, grad_out, weight, order, offsets, input_size, geo, shape); });
+  return run_backward_input(d, grad_out, weight, order, offsets, input_size, geo, shape);
+}
+
 at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const at::Tensor& x,
                                                const at::Tensor& order, const at::Tensor& offsets,
                                                at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
@@ -259,25 +308,38 @@ at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const
   const c10::cuda::CUDAGuard guard(x.device());
   if (has_zero_extent(geo)) return zero_extent_backward_weight(x, weight_size);
   const cuda::ConvShape shape = kernel_shape(geo);
-  const Decision d = cuda::choose(PassKind::kGradWeight, precision_of(x.scalar_type()), shape, device_info(x));
-  if (d.path == Path::kCudnnGroupsB) return grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo);
-  if (d.path == Path::kCudnnPerGroup) return grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
+  const Decision d = cuda::pick(
+      PassKind::kGradWeight, precision_of(x.scalar_type()), shape, device_info(x),
+      [&](const Decision& c) { run_backward_weight(c, grad_out, x, order, offsets, weight_size, geo, shape); });
+  return run_backward_weight(d, grad_out, x, order, offsets, weight_size, geo, shape);
+}
 
-  auto grad_weight = at::empty(weight_size, x.options());  // every element is written by the reduce
-  const auto dy_nhwc = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
-  const auto x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+// grad_bias [G, Cout] = per group, the sum of grad_out over its samples and pixels: one
+// deterministic kernel (launch_grouped_conv_backward_bias), reading grad_out in NCHW or NHWC as given.
+at::Tensor grouped_conv2d_backward_bias_cuda(const at::Tensor& grad_out, const at::Tensor& order,
+                                             const at::Tensor& offsets, int64_t groups) {
+  const ConvGeometry geo = check_backward_bias_args(grad_out, order, offsets, groups);
+  check_cuda_dtype(grad_out);
+  const c10::cuda::CUDAGuard guard(grad_out.device());
+  auto grad_bias = at::empty({geo.groups, geo.out_channels}, grad_out.options());
+  if (grad_bias.numel() == 0) return grad_bias;
+  TORCH_CHECK(geo.batch * geo.out_height * geo.out_width < (int64_t(1) << 31),
+              "hamfast.grouped_conv2d: batch x pixels reach 2^31, too large for the CUDA kernels");
+  // The kernel reads [B, C, pixels] strides: NCHW and channels_last qualify, anything else is copied.
+  const bool flat = grad_out.size(2) <= 1 || grad_out.size(3) <= 1 || grad_out.stride(2) == grad_out.stride(3) * grad_out.size(3);
+  const auto dy = flat ? grad_out : grad_out.contiguous(grad_out.suggest_memory_format());
+  const cuda::OutStrides st{dy.stride(0), dy.stride(1), dy.size(3) <= 1 ? dy.stride(2) : dy.stride(3)};
+  cuda::ConvShape shape{geo.batch, 0, 0, 0, static_cast<int>(geo.groups), static_cast<int>(geo.out_channels), 1, 1, 1, 0,
+                        static_cast<int>(geo.out_height), static_cast<int>(geo.out_width)};
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
-  with_kernel_type(x.scalar_type(), [&](auto tag) {
+  with_kernel_type(grad_out.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel);
-    auto workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
-    check_launch(cuda::launch_grouped_conv_backward_weight<T>(
-                     cptr<T>(dy_nhwc), cptr<T>(x_nhwc), order_c.const_data_ptr<int64_t>(),
-                     offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight), workspace.mutable_data_ptr(), shape,
-                     d.kernel, at::cuda::getCurrentCUDAStream()),
-                 "grad-weight");
+    check_launch(cuda::launch_grouped_conv_backward_bias<T>(cptr<T>(dy), st, order_c.const_data_ptr<int64_t>(),
+                                                            offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_bias),
+                                                            shape, at::cuda::getCurrentCUDAStream()),
+                 "grad-bias");
   });
-  return grad_weight;
+  return grad_bias;
 }
 
 // Which path each pass of a call with these arguments takes, and why. Reads shapes, dtype and the
@@ -291,7 +353,8 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
   const cuda::ConvShape shape = kernel_shape(geo);
   const cuda::DeviceInfo dev = device_info(x);
   const Precision precision = precision_of(x.scalar_type());
-  const int64_t elem = x.element_size(), vec = 16 / elem;
+  const int elem = static_cast<int>(x.element_size());
+  const cuda::Context context = cuda::tune_context();
   std::ostringstream s;
   s << "hamfast.grouped_conv2d on " << dev.name << " (sm_" << dev.sm_major << dev.sm_minor << ", " << dev.sm_count
     << " SMs): x [" << geo.batch << ", " << geo.in_channels << ", " << geo.height << ", " << geo.width << "] "
@@ -302,13 +365,18 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
       s << "  " << cuda::pass_name(pass) << ": none (a zero-sized batch or channel dimension: no kernel runs)\n";
       continue;
     }
-    const Decision d = cuda::choose(pass, precision, shape, dev);
+    bool measure_first = false;
+    const Decision d = cuda::decide(pass, precision, shape, dev, context, &measure_first);
     s << "  " << cuda::pass_name(pass) << ": " << cuda::describe(d, precision);
     if (d.path == Path::kTensorCore || d.path == Path::kSimt) {
-      const bool wide = pass == PassKind::kForward     ? geo.in_channels % vec == 0
-                        : pass == PassKind::kGradInput ? geo.out_channels % vec == 0
-                                                       : geo.in_channels % vec == 0 && geo.out_channels % vec == 0;
-      s << (wide ? ", 16-byte cp.async loads" : ", element-wise loads (channels not a multiple of 16 bytes)");
+      // As the launchers decide (grouped_conv_kernels.cu), given aligned tensors.
+      const int64_t ca = pass == PassKind::kGradInput ? geo.out_channels : geo.in_channels;
+      const int64_t cb = pass == PassKind::kGradWeight ? geo.out_channels : ca;
+      const int bytes = std::min(cuda::operand_copy_bytes(elem, ca), cuda::operand_copy_bytes(elem, cb));
+      if (bytes > elem)
+        s << ", " << bytes << "-byte cp.async loads";
+      else
+        s << ", element-wise loads (channels not a multiple of 8 or 16 bytes)";
     }
     s << "\n    why: " << d.why << "\n";
   }
@@ -321,6 +389,7 @@ TORCH_LIBRARY_IMPL(hamfast, CUDA, m) {
   m.impl("grouped_conv2d", &grouped_conv2d_cuda);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cuda);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cuda);
+  m.impl("grouped_conv2d_backward_bias", &grouped_conv2d_backward_bias_cuda);
   m.impl("grouped_conv2d_explain", &grouped_conv2d_explain_cuda);
 }
 

@@ -5,8 +5,9 @@
 // 3-stage cp.async pipeline. The passes differ only in their operand iterators (structs below):
 //   forward      M = (sample, output pixel) of group g, N = Cout, K = (r, s, cin); B = W[g]
 //   grad-input   M = (sample, input pixel) of group g,  N = Cin,  K = (r, s, cout); B = W[g]^T
-//   grad-weight  M = Cout, N = (r, s, cin), K = (sample, output pixel) of group g, split in
-//                split_k slices whose fp32 partial tiles a second kernel sums in fixed order.
+//   grad-weight  M = Cout, N = (r, s, cin), K = (sample, output pixel) of group g; at split_k 1 the
+//                epilogue writes grad_weight (PyTorch's [G, Cout, Cin, kh, kw]) directly, else
+//                split_k slices write fp32 partial tiles that a second kernel sums in fixed order.
 // Rows are gathered through `order`, so x, out and the gradients stay in the caller's batch
 // order; forward / grad-input tiles never straddle two groups, so a block reads one group's
 // weights. The tile -> group map is computed in the kernel from `offsets`: the host never needs
@@ -31,6 +32,7 @@
 // Cout * kh * kw below 2^31, so 32-bit row and reduction indices cannot overflow.
 #include "grouped_conv_kernels.cuh"
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -276,18 +278,23 @@ struct GradInputPass {
   __device__ static const T* b_base(const Params& p) { return p.weight; }
 };
 
-// Grad-weight: blockIdx.x = group * split_k + split, blockIdx.y / z: tiles of Cout / (r, s, c).
+// Grad-weight: a 1-D grid, blockIdx.x = ((group * split_k + split) * m_tiles + Cout tile) * n_tiles
+// + (r, s, c) tile. The (r, s, c) tiles of one Cout tile are neighbours in launch order, so the
+// blocks writing the same rows of grad_weight (whose (c, r, s) order interleaves the taps) run
+// together and their partial 32-byte sectors meet in L2.
 template <typename T>
 struct GradWeightPass {
   struct Params {
     const T* grad_out;  // NHWC
     const T* x;         // NHWC
-    AccOf<T>* workspace;  // [split_k, G, Cout, kh * kw * Cin]
+    AccOf<T>* workspace;  // [split_k, G, Cout, kh * kw * Cin]; null at split_k 1
+    T* grad_weight;       // [G, Cout, Cin, kh, kw]: written here at split_k 1
     const int64_t* order;
     const int64_t* offsets;
     ConvShape s;
     int split_k;
     int depth;  // kh * kw * Cin
+    int m_tiles, n_tiles;
     FastDivmod div_cin, div_kw, div_ow, div_pixels;
   };
   struct Cta {
@@ -301,10 +308,13 @@ struct GradWeightPass {
 
   template <int BM, int BN>
   __device__ static bool setup(const Params& p, Cta& cta, char*) {
-    cta.group = blockIdx.x / p.split_k;
-    cta.split = blockIdx.x - cta.group * p.split_k;
-    cta.m0 = blockIdx.y * BM;
-    cta.n0 = blockIdx.z * BN;
+    int64_t linear = blockIdx.x;
+    cta.n0 = int(linear % p.n_tiles) * BN;
+    linear /= p.n_tiles;
+    cta.m0 = int(linear % p.m_tiles) * BM;
+    linear /= p.m_tiles;
+    cta.group = int(linear / p.split_k);
+    cta.split = int(linear - int64_t(cta.group) * p.split_k);
     const GroupSpan span = group_span(p.offsets, p.s.groups, p.s.batch, cta.group);
     const int64_t rows = span.count * p.s.out_height * p.s.out_width;
     // Slices are whole multiples of the BK step so that only the group's last slice has a tail.
@@ -348,12 +358,21 @@ struct GradWeightPass {
     if (y < 0 || y >= p.s.height || x < 0 || x >= p.s.width) return nullptr;
     return p.x + ((sample * p.s.height + y) * p.s.width + x) * p.s.in_channels + c;
   }
-  // Every block writes its whole partial tile, zeros included, so no memset is needed.
+  // Every block writes its whole tile, zeros included (groups without samples too), so no memset
+  // is needed. Split 1: the result, (r, s, c) -> (c, r, s), rounded once; else the fp32 partial.
   template <typename Acc>
   __device__ static void store(const Params& p, const Cta& cta, int m, int n, Acc acc) {
     const int co = cta.m0 + m, col = cta.n0 + n;
     if (co >= p.s.out_channels || col >= p.depth) return;
-    p.workspace[((int64_t(cta.split) * p.s.groups + cta.group) * p.s.out_channels + co) * p.depth + col] = acc;
+    const int64_t gco = int64_t(cta.group) * p.s.out_channels + co;
+    if (p.split_k == 1) {
+      uint32_t tap, c;
+      p.div_cin.divmod(uint32_t(col), tap, c);
+      const int taps = p.s.kernel_h * p.s.kernel_w;
+      p.grad_weight[(gco * p.s.in_channels + c) * taps + tap] = from_acc<T>(acc);
+      return;
+    }
+    p.workspace[(int64_t(cta.split) * p.s.groups * p.s.out_channels + gco) * p.depth + col] = acc;
   }
   __device__ static const T* a_base(const Params& p) { return p.grad_out; }
   __device__ static const T* b_base(const Params& p) { return p.x; }
@@ -563,25 +582,70 @@ __global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pas
 }
 
 // grad_weight[g, co, c, r, s] = sum over splits, in order, of workspace[split, g, co, (r, s, c)].
+// Threads walk the workspace in its own order, so the split_k reads per element are coalesced and
+// only the one write per element is scattered.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split, int in_channels,
                        int taps) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t idx = int64_t(blockIdx.x) * kThreads + threadIdx.x; idx < per_split; idx += stride) {
-    const int64_t tap = idx % taps, rest = idx / taps;
-    const int64_t c = rest % in_channels, gco = rest / in_channels;
-    const int64_t src = (gco * taps + tap) * in_channels + c;
+    const int64_t c = idx % in_channels, rest = idx / in_channels;
+    const int64_t tap = rest % taps, gco = rest / taps;
     AccOf<T> sum = 0;
-    for (int s = 0; s < splits; ++s) sum += workspace[s * per_split + src];
-    grad_weight[idx] = from_acc<T>(sum);
+    for (int s = 0; s < splits; ++s) sum += workspace[s * per_split + idx];
+    grad_weight[(gco * in_channels + c) * taps + tap] = from_acc<T>(sum);
   }
+}
+
+// grad_bias[g, co]: block = (group, tile of kChannels channels), linear blockIdx.x = g * tiles + tile.
+// Thread = (channel tid % kChannels, lane tid / kChannels); a lane sums the elements j = lane,
+// lane + lanes, ... of the group's (sample, pixel) sequence, then the lanes meet in a fixed tree:
+// the same order on every run. kChannels = 1 for NCHW (a warp reads 32 consecutive pixels), 32 for
+// NHWC (32 consecutive channels).
+template <typename T, int kChannels>
+__global__ void __launch_bounds__(kThreads)
+    grouped_bias_grad(const T* grad_out, OutStrides st, const int64_t* order, const int64_t* offsets, ConvShape s,
+                      FastDivmod div_pixels, int tiles, T* grad_bias) {
+  constexpr int kLanes = kThreads / kChannels;
+  __shared__ AccOf<T> partial[kThreads];
+  const int g = int(blockIdx.x / tiles), co = int(blockIdx.x % tiles) * kChannels + int(threadIdx.x) % kChannels;
+  const int lane = int(threadIdx.x) / kChannels;
+  const GroupSpan span = group_span(offsets, s.groups, s.batch, g);
+  const int64_t pixels = int64_t(s.out_height) * s.out_width;
+  AccOf<T> sum = 0;
+  if (co < s.out_channels) {
+    const int64_t n = span.count * pixels;  // < 2^31 (the glue's bound on B * pixels)
+    for (int64_t j = lane; j < n; j += kLanes) {
+      uint32_t q, pix;
+      div_pixels.divmod(uint32_t(j), q, pix);
+      const int64_t sample = order[span.start + q];
+      if (sample < 0 || sample >= s.batch) continue;
+      sum += AccOf<T>(to_float(grad_out[sample * st.sample + int64_t(co) * st.channel + int64_t(pix) * st.pixel]));
+    }
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+#pragma unroll
+  for (int half = kLanes / 2; half >= 1; half /= 2) {
+    if (lane < half) partial[threadIdx.x] += partial[threadIdx.x + half * kChannels];
+    __syncthreads();
+  }
+  if (lane == 0 && co < s.out_channels) grad_bias[int64_t(g) * s.out_channels + co] = from_acc<T>(partial[threadIdx.x]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Host side: pick the instantiation, size the grid, launch.
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % uint32_t(bytes) == 0; }
+
+// The copy width of a pass: operand_copy_bytes over its channel counts, element-wise when a base
+// pointer is not aligned to it.
+template <typename T>
+int pass_copy_bytes(int64_t channels_a, int64_t channels_b, const void* a, const void* b) {
+  const int bytes = std::min(operand_copy_bytes(int(sizeof(T)), channels_a), operand_copy_bytes(int(sizeof(T)), channels_b));
+  return aligned(a, bytes) && aligned(b, bytes) ? bytes : int(sizeof(T));
+}
 
 template <typename Pass, typename T, bool kTensorCore, int BM, int BN, int kVec>
 cudaError_t launch_one(const typename Pass::Params& p, dim3 grid, cudaStream_t stream) {
@@ -595,18 +659,19 @@ cudaError_t launch_one(const typename Pass::Params& p, dim3 grid, cudaStream_t s
   return cudaGetLastError();
 }
 
-template <typename T>
-constexpr int wide_vec() {
-  return 16 / int(sizeof(T));
-}
-
 // Instantiations: tensor cores for float / bf16 / f16 in three tile shapes; exact SIMT for float
-// and double in 64x64. Each with the widest copy (16 bytes) or single elements.
+// and double in 64x64. Each with 16-byte copies or single elements; 16-bit types also with 8-byte
+// copies (channels = 4: layer 1 of CBRTiny).
 template <typename Pass, typename T, int BM, int BN>
-cudaError_t launch_vec(const typename Pass::Params& p, bool tensor_core, bool wide, dim3 grid, cudaStream_t stream) {
+cudaError_t launch_vec(const typename Pass::Params& p, bool tensor_core, int copy_bytes, dim3 grid,
+                       cudaStream_t stream) {
+  constexpr int kWide = 16 / int(sizeof(T));
   if constexpr (!std::is_same<T, double>::value) {
     if (tensor_core) {
-      if (wide) return launch_one<Pass, T, true, BM, BN, wide_vec<T>()>(p, grid, stream);
+      if (copy_bytes == 16) return launch_one<Pass, T, true, BM, BN, kWide>(p, grid, stream);
+      if constexpr (sizeof(T) == 2) {
+        if (copy_bytes == 8) return launch_one<Pass, T, true, BM, BN, 4>(p, grid, stream);
+      }
       return launch_one<Pass, T, true, BM, BN, 1>(p, grid, stream);
     }
   }
@@ -614,13 +679,13 @@ cudaError_t launch_vec(const typename Pass::Params& p, bool tensor_core, bool wi
     return cudaErrorInvalidValue;  // 16-bit inputs have no SIMT path
   } else {
     if (BM != 64 || BN != 64) return cudaErrorInvalidValue;
-    if (wide) return launch_one<Pass, T, false, 64, 64, wide_vec<T>()>(p, grid, stream);
+    if (copy_bytes == 16) return launch_one<Pass, T, false, 64, 64, kWide>(p, grid, stream);
     return launch_one<Pass, T, false, 64, 64, 1>(p, grid, stream);
   }
 }
 
 template <typename Pass, typename T>
-cudaError_t launch_tiles(const typename Pass::Params& p, KernelChoice c, bool wide, int64_t grid_m_rows, int n,
+cudaError_t launch_tiles(const typename Pass::Params& p, KernelChoice c, int copy_bytes, int64_t grid_m_rows, int n,
                          cudaStream_t stream) {
   if (!c.tensor_core || std::is_same<T, double>::value) c.tile = TileShape::k64x64;
   int bm = 64, bn = 64;
@@ -630,9 +695,9 @@ cudaError_t launch_tiles(const typename Pass::Params& p, KernelChoice c, bool wi
   if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
   switch (c.tile) {
-    case TileShape::k128x128: return launch_vec<Pass, T, 128, 128>(p, c.tensor_core, wide, grid, stream);
-    case TileShape::k128x64: return launch_vec<Pass, T, 128, 64>(p, c.tensor_core, wide, grid, stream);
-    default: return launch_vec<Pass, T, 64, 64>(p, c.tensor_core, wide, grid, stream);
+    case TileShape::k128x128: return launch_vec<Pass, T, 128, 128>(p, c.tensor_core, copy_bytes, grid, stream);
+    case TileShape::k128x64: return launch_vec<Pass, T, 128, 64>(p, c.tensor_core, copy_bytes, grid, stream);
+    default: return launch_vec<Pass, T, 64, 64>(p, c.tensor_core, copy_bytes, grid, stream);
   }
 }
 
@@ -658,8 +723,8 @@ cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bi
                                     FastDivmod(s.kernel_w),
                                     FastDivmod(s.out_width),
                                     FastDivmod(uint32_t(pixels))};
-  const bool wide = s.in_channels % wide_vec<T>() == 0 && aligned16(x) && aligned16(weight);
-  return launch_tiles<ForwardPass<T>, T>(p, choice, wide, s.batch * pixels, s.out_channels, stream);
+  const int bytes = pass_copy_bytes<T>(s.in_channels, s.in_channels, x, weight);
+  return launch_tiles<ForwardPass<T>, T>(p, choice, bytes, s.batch * pixels, s.out_channels, stream);
 }
 
 template <typename T>
@@ -681,14 +746,15 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weigh
                                       FastDivmod(s.kernel_w),
                                       FastDivmod(s.width),
                                       FastDivmod(uint32_t(pixels))};
-  const bool wide = s.out_channels % wide_vec<T>() == 0 && aligned16(grad_out) && aligned16(weight);
-  return launch_tiles<GradInputPass<T>, T>(p, choice, wide, s.batch * pixels, s.in_channels, stream);
+  const int bytes = pass_copy_bytes<T>(s.out_channels, s.out_channels, grad_out, weight);
+  return launch_tiles<GradInputPass<T>, T>(p, choice, bytes, s.batch * pixels, s.in_channels, stream);
 }
 
 template <typename T>
 size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& s, KernelChoice choice) {
-  return size_t(choice.split_k < 1 ? 1 : choice.split_k) * s.groups * s.out_channels * s.in_channels * s.kernel_h *
-         s.kernel_w * sizeof(AccOf<T>);
+  if (choice.split_k <= 1) return 0;  // the GEMM writes grad_weight itself
+  return size_t(choice.split_k) * s.groups * s.out_channels * s.in_channels * s.kernel_h * s.kernel_w *
+         sizeof(AccOf<T>);
 }
 
 template <typename T>
@@ -700,39 +766,63 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
   const int depth = s.kernel_h * s.kernel_w * s.in_channels;
   const int splits = c.split_k < 1 ? 1 : c.split_k;
   if (s.out_channels == 0 || depth == 0) return cudaSuccess;  // grad_weight has no element
+  if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  if (!c.tensor_core || std::is_same<T, double>::value) c.tile = TileShape::k64x64;
+  int bm = 64, bn = 64;
+  if (c.tile == TileShape::k128x128) bm = bn = 128;
+  if (c.tile == TileShape::k128x64) bm = 128;
+  const int64_t m_tiles = ceil_div(s.out_channels, bm), n_tiles = ceil_div(depth, bn);
+  const int64_t gemm_blocks = int64_t(s.groups) * splits * m_tiles * n_tiles;
+  if (gemm_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   typename Pass::Params p{grad_out,
                           x,
-                          static_cast<AccOf<T>*>(workspace),
+                          splits > 1 ? static_cast<AccOf<T>*>(workspace) : nullptr,
+                          grad_weight,
                           order,
                           offsets,
                           s,
                           splits,
                           depth,
+                          int(m_tiles),
+                          int(n_tiles),
                           FastDivmod(s.in_channels),
                           FastDivmod(s.kernel_w),
                           FastDivmod(s.out_width),
                           FastDivmod(uint32_t(pixels > 0 ? pixels : 1))};
-  const bool wide = s.in_channels % wide_vec<T>() == 0 && s.out_channels % wide_vec<T>() == 0 && aligned16(grad_out) &&
-                    aligned16(x);
-  if (!c.tensor_core || std::is_same<T, double>::value) c.tile = TileShape::k64x64;
-  int bm = 64, bn = 64;
-  if (c.tile == TileShape::k128x128) bm = bn = 128;
-  if (c.tile == TileShape::k128x64) bm = 128;
-  const int64_t gx = int64_t(s.groups) * splits, gy = ceil_div(s.out_channels, bm), gz = ceil_div(depth, bn);
-  if (gx > 0x7fffffff || gy > 65535 || gz > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(gz));
+  const int bytes = pass_copy_bytes<T>(s.in_channels, s.out_channels, grad_out, x);
+  const dim3 grid(static_cast<unsigned>(gemm_blocks));
   cudaError_t st;
   switch (c.tile) {
-    case TileShape::k128x128: st = launch_vec<Pass, T, 128, 128>(p, c.tensor_core, wide, grid, stream); break;
-    case TileShape::k128x64: st = launch_vec<Pass, T, 128, 64>(p, c.tensor_core, wide, grid, stream); break;
-    default: st = launch_vec<Pass, T, 64, 64>(p, c.tensor_core, wide, grid, stream); break;
+    case TileShape::k128x128: st = launch_vec<Pass, T, 128, 128>(p, c.tensor_core, bytes, grid, stream); break;
+    case TileShape::k128x64: st = launch_vec<Pass, T, 128, 64>(p, c.tensor_core, bytes, grid, stream); break;
+    default: st = launch_vec<Pass, T, 64, 64>(p, c.tensor_core, bytes, grid, stream); break;
   }
-  if (st != cudaSuccess) return st;
+  if (st != cudaSuccess || splits == 1) return st;
   const int64_t per_split = int64_t(s.groups) * s.out_channels * depth;
   if (per_split == 0) return cudaSuccess;
   const unsigned blocks = unsigned(ceil_div(per_split, kThreads) < 4096 ? ceil_div(per_split, kThreads) : 4096);
   const int taps = s.kernel_h * s.kernel_w;
   reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split, s.in_channels, taps);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_grouped_conv_backward_bias(const T* grad_out, OutStrides strides, const int64_t* order,
+                                              const int64_t* offsets, T* grad_bias, const ConvShape& s,
+                                              cudaStream_t stream) {
+  if (s.groups == 0 || s.out_channels == 0) return cudaSuccess;  // grad_bias has no element
+  const int64_t pixels = int64_t(s.out_height) * s.out_width;
+  const FastDivmod div_pixels(uint32_t(pixels > 0 ? pixels : 1));
+  // Channels contiguous (NHWC): 32 channels per block, a warp reads them side by side.
+  const bool nhwc = strides.channel == 1 && s.out_channels > 1;
+  const int per_block = nhwc ? 32 : 1;
+  const int64_t tiles = ceil_div(s.out_channels, per_block), blocks = int64_t(s.groups) * tiles;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(blocks));
+  if (nhwc)
+    grouped_bias_grad<T, 32><<<grid, kThreads, 0, stream>>>(grad_out, strides, order, offsets, s, div_pixels, int(tiles), grad_bias);
+  else
+    grouped_bias_grad<T, 1><<<grid, kThreads, 0, stream>>>(grad_out, strides, order, offsets, s, div_pixels, int(tiles), grad_bias);
   return cudaGetLastError();
 }
 
@@ -744,7 +834,9 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
                                                              cudaStream_t);                                        \
   template size_t grouped_conv_backward_weight_workspace_bytes<T>(const ConvShape&, KernelChoice);                  \
   template cudaError_t launch_grouped_conv_backward_weight<T>(const T*, const T*, const int64_t*, const int64_t*,   \
-                                                              T*, void*, const ConvShape&, KernelChoice, cudaStream_t);
+                                                              T*, void*, const ConvShape&, KernelChoice, cudaStream_t); \
+  template cudaError_t launch_grouped_conv_backward_bias<T>(const T*, OutStrides, const int64_t*, const int64_t*, T*, \
+                                                            const ConvShape&, cudaStream_t);
 
 HAMFAST_INSTANTIATE(float)
 HAMFAST_INSTANTIATE(double)

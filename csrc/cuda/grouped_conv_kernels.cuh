@@ -2,14 +2,15 @@
 // compiles fast; csrc/cuda/grouped_conv_cuda.cpp checks arguments, reorders layouts, allocates and
 // calls these.
 //
-// Every launcher covers all groups in ONE kernel launch (grad-weight: one GEMM launch plus one
-// deterministic reduce). The batch is addressed through the group plan: order[offsets[g] ..
+// Every launcher covers all groups in ONE kernel launch (grad-weight with split-K > 1: one GEMM
+// launch plus one deterministic reduce; at split-K 1 the GEMM writes grad_weight itself). The batch is addressed through the group plan: order[offsets[g] ..
 // offsets[g+1]) are the sample indices of group g (device pointers, never read on the host).
 // Layouts the kernels read (the .cpp converts once per call):
 //   activations (x, grad_out)  NHWC (channels_last), contiguous;
 //   forward weight             [G, Cout, kh, kw, Cin];
 //   grad-input weight          [G, Cin, kh, kw, Cout];
-//   grad-weight result         [G, Cout, Cin, kh, kw] (PyTorch's layout, written by the reduce).
+//   grad-weight result         [G, Cout, Cin, kh, kw] (PyTorch's layout: written by the GEMM's epilogue at
+//                              split-K 1, by the reduce otherwise).
 // Outputs of forward / grad-input are written through OutStrides, so NCHW or NHWC as the caller wants.
 #pragma once
 
@@ -47,6 +48,17 @@ struct KernelChoice {
 
 const char* tile_name(TileShape tile);  // "128x128", ...; defined in dispatch.cpp
 
+// Bytes per global->shared copy (cp.async) of an operand whose contiguous dimension is `channels`
+// elements of `elem_size` bytes: 16 when the channels fill 16-byte vectors, 8 for 16-bit types
+// when they fill 8-byte vectors (bf16 / f16 with Cin = 4, layer 1), else one element per
+// (synchronous) copy. A pass uses the smallest over its operands' channel counts; the launchers
+// fall back to element-wise copies when a base pointer is not aligned to the width.
+inline int operand_copy_bytes(int elem_size, int64_t channels) {
+  if ((channels * elem_size) % 16 == 0) return 16;
+  if (elem_size == 2 && (channels * elem_size) % 8 == 0) return 8;
+  return elem_size;
+}
+
 // out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias ([G, Cout]) may be null.
 template <typename T>
 cudaError_t launch_grouped_conv_forward(const T* x_nhwc, const T* weight_krsc, const T* bias, const int64_t* order,
@@ -60,7 +72,8 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* 
                                                const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
 
 // Bytes of the fp32 (fp64 for double) workspace of launch_grouped_conv_backward_weight:
-// split_k * G * Cout * Cin * kh * kw accumulators.
+// split_k * G * Cout * Cin * kh * kw accumulators for split_k > 1; 0 for split_k 1 (the GEMM then
+// writes grad_weight directly and `workspace` may be null).
 template <typename T>
 size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& shape, KernelChoice choice);
 
@@ -70,6 +83,16 @@ template <typename T>
 cudaError_t launch_grouped_conv_backward_weight(const T* grad_out_nhwc, const T* x_nhwc, const int64_t* order,
                                                 const int64_t* offsets, T* grad_weight, void* workspace,
                                                 const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
+
+// grad_bias[g, co] = sum over the samples b of group g and the pixels p of grad_out[b, co, p], in
+// one launch. grad_out is read through `strides` ([B, Cout, pixels] element strides: NCHW or NHWC).
+// Sums in fp32 (fp64 for double) in a fixed order, rounded once: bitwise reproducible, no atomics.
+// Every element is written (groups without samples get zeros). Uses shape.batch, groups,
+// out_channels, out_height, out_width.
+template <typename T>
+cudaError_t launch_grouped_conv_backward_bias(const T* grad_out, OutStrides strides, const int64_t* order,
+                                              const int64_t* offsets, T* grad_bias, const ConvShape& shape,
+                                              cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace hamfast

@@ -175,6 +175,9 @@ __device__ inline void mma_16bit_m16n8k16(float d[4], const uint32_t a[4], const
 // through cp.async (asynchronous: complete at cp_async_wait); 2-byte copies are synchronous.
 template <int kBytes>
 __device__ inline void copy_to_shared(void* dst, const void* src, bool valid) {
+#if defined(HAMFAST_CUDA_EMULATION)
+  emu_record_copy(kBytes);  // lets the emulation test see which copy width a launch used
+#endif
 #if defined(HAMFAST_SM80)
   if constexpr (kBytes >= 4) {
     const uint32_t saddr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));

@@ -1,5 +1,6 @@
 // Runs csrc/cuda/grouped_conv_kernels.cu on the host (cuda_runtime.h and emulated_device.h beside
-// this file) and compares all three passes, on every precision path, BITWISE with direct
+// this file) and compares all passes (forward, grad-input, grad-weight, grad-bias), on every
+// precision path, BITWISE with direct
 // convolution loops in exact integer arithmetic. Inputs are small integers ([-8, 8] for float32 /
 // TF32 / float64, [-5, 5] for bf16 / f16) so that every product and sum is exact in the fp32
 // accumulators; the result is then rounded once to the output type, as the kernels do.
@@ -55,6 +56,26 @@ Plan make_plan(const Case& c) {
   for (size_t b = 0; b < c.group.size(); ++b) p.order[next[c.group[b]]++] = int64_t(b);
   return p;
 }
+
+void check(const std::string& what, bool ok, const std::string& detail) {
+  failures += !ok;
+  std::printf("%s %-62s %s\n", ok ? "ok  " : "FAIL", what.c_str(), detail.c_str());
+}
+
+// The copy width a pass should use for channel counts a and b (its operands' contiguous
+// dimensions), written out independently of the launchers' operand_copy_bytes.
+int want_copy_bytes(int elem, int a, int b) {
+  auto one = [elem](int c) { return (c * elem) % 16 == 0 ? 16 : (elem == 2 && (c * elem) % 8 == 0 ? 8 : elem); };
+  return std::min(one(a), one(b));
+}
+// Which widths copy_to_shared saw since `before`: "8", "16", "-" (no copy) or "mixed ...".
+std::string copy_widths_since(const std::vector<long>& before) {
+  std::string seen;
+  for (int w = 1; w <= 16; ++w)
+    if (g_copy_count[w] != before[w]) seen += (seen.empty() ? "" : ",") + std::to_string(w);
+  return seen.empty() ? "-" : seen;
+}
+std::vector<long> copy_counts() { return std::vector<long>(g_copy_count, g_copy_count + 17); }
 
 template <typename T>
 void compare(const std::string& what, const std::vector<T>& got, const std::vector<T>& want) {
@@ -149,29 +170,72 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
                 split_k, nhwc_out ? "NHWC" : "NCHW");
 
   std::vector<T> out(out_ref.size(), poison<T>());
+  const auto copies_fwd = copy_counts();
   int st = launch_grouped_conv_forward<T>(x_nhwc.data(), w_krsc.data(), bias_t.data(), plan.order.data(),
                                           plan.offsets.data(), out.data(), strides(Cout, OH * OW), shape, choice, nullptr);
   if (st) std::printf("launch error %d\n", st), ++failures;
   compare(std::string(label) + " forward", out, expect(out_ref, Cout, OH * OW, nhwc_out));
 
+  const std::string width_fwd = copy_widths_since(copies_fwd);
   std::vector<T> gx(gx_ref.size(), poison<T>());
+  const auto copies_gx = copy_counts();
   st = launch_grouped_conv_backward_input<T>(dy_nhwc.data(), w_crsk.data(), plan.order.data(), plan.offsets.data(),
                                              gx.data(), strides(Cin, H * W), shape, choice, nullptr);
   if (st) std::printf("launch error %d\n", st), ++failures;
   compare(std::string(label) + " grad-input", gx, expect(gx_ref, Cin, H * W, nhwc_out));
 
-  std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(shape, choice), 0xFF);
+  const std::string width_gx = copy_widths_since(copies_gx);
+  // Split-K 1 needs no workspace (null here: any use would crash) and runs one kernel, the GEMM
+  // writing grad_weight; split-K > 1 adds the reduce.
+  const size_t ws_bytes = grouped_conv_backward_weight_workspace_bytes<T>(shape, choice);
+  std::vector<unsigned char> ws(ws_bytes, 0xFF);
   std::vector<T> gw(gw_ref.size(), poison<T>()), gw2(gw_ref.size(), poison<T>());
+  const auto copies_gw = copy_counts();
+  const long launches_before = g_launch_count;
   st = launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
-                                              gw.data(), ws.data(), shape, choice, nullptr);
+                                              gw.data(), ws_bytes ? ws.data() : nullptr, shape, choice, nullptr);
+  const long gw_launches = g_launch_count - launches_before;
+  const std::string width_gw = copy_widths_since(copies_gw);
   if (st) std::printf("launch error %d\n", st), ++failures;
   std::vector<T> gw_want(gw_ref.size());
   for (size_t i = 0; i < gw_ref.size(); ++i) gw_want[i] = from_int<T>(gw_ref[i]);
   compare(std::string(label) + " grad-weight", gw, gw_want);
   std::fill(ws.begin(), ws.end(), 0x7F);
   launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
-                                         gw2.data(), ws.data(), shape, choice, nullptr);
+                                         gw2.data(), ws_bytes ? ws.data() : nullptr, shape, choice, nullptr);
   compare(std::string(label) + " grad-weight rerun", gw2, gw);
+  const bool has_gw = Cout > 0 && Cin > 0;  // else the launcher returns before any kernel
+  const long want_launches = !has_gw ? 0 : (split_k <= 1 ? 1 : 2);
+  check(std::string(label) + " grad-weight kernels",
+        gw_launches == want_launches && (split_k > 1 || ws_bytes == 0),
+        std::to_string(gw_launches) + " launch(es), workspace " + std::to_string(ws_bytes) + " bytes");
+
+  // grad_bias[g, co] = sum of dy over the group's samples and pixels, read NCHW and NHWC.
+  std::vector<int64_t> gb_ref(size_t(G) * Cout, 0);
+  for (int b = 0; b < B; ++b)
+    for (int co = 0; co < Cout; ++co)
+      for (int p = 0; p < OH * OW; ++p) gb_ref[size_t(c.group[b]) * Cout + co] += dy[(size_t(b) * Cout + co) * OH * OW + p];
+  std::vector<T> gb_want(gb_ref.size()), dy_nchw(dy.size());
+  for (size_t i = 0; i < gb_ref.size(); ++i) gb_want[i] = from_int<T>(gb_ref[i]);
+  for (size_t i = 0; i < dy.size(); ++i) dy_nchw[i] = from_int<T>(dy[i]);
+  for (bool nhwc_dy : {false, true}) {
+    std::vector<T> gb(gb_ref.size(), poison<T>());
+    const OutStrides dy_strides = nhwc_dy ? OutStrides{int64_t(Cout) * OH * OW, 1, Cout}
+                                          : OutStrides{int64_t(Cout) * OH * OW, OH * OW, 1};
+    st = launch_grouped_conv_backward_bias<T>(nhwc_dy ? dy_nhwc.data() : dy_nchw.data(), dy_strides, plan.order.data(),
+                                              plan.offsets.data(), gb.data(), shape, nullptr);
+    if (st) std::printf("launch error %d\n", st), ++failures;
+    compare(std::string(label) + (nhwc_dy ? " grad-bias NHWC dy" : " grad-bias NCHW dy"), gb, gb_want);
+  }
+
+  // Copy widths: 16 bytes when the channels fill 16-byte vectors, 8 for 16-bit types with channels
+  // filling 8 bytes (Cin = 4), else element-wise; "-" where a pass copied nothing.
+  const int e = int(sizeof(T));
+  auto width_ok = [](const std::string& seen, int want) { return seen == "-" || seen == std::to_string(want); };
+  const bool widths = width_ok(width_fwd, want_copy_bytes(e, Cin, Cin)) && width_ok(width_gx, want_copy_bytes(e, Cout, Cout)) &&
+                      width_ok(width_gw, want_copy_bytes(e, Cin, Cout));
+  check(std::string(label) + " copy bytes", widths,
+        "forward " + width_fwd + " grad-input " + width_gx + " grad-weight " + width_gw);
 }
 
 // Every precision path of one case; tile shape, split-K and output layout rotate with `variant`.
@@ -295,6 +359,10 @@ int main(int argc, char** argv) {
       {"Cout136 two column tiles", 16, 5, 5, 136, 3, 1, 1, 2, {1, 0, 1}},
       {"k5 stride2 pad2 Cin20", 20, 9, 9, 8, 5, 2, 2, 2, {0, 1, 1, 0, 1}},
       {"tiles cross samples", 8, 11, 11, 24, 3, 1, 0, 3, {0, 0, 1, 0, 2, 2, 0}},
+      // Cin = 4, k5 stride 2 and odd sizes, an empty group, split-K 3; Cout = 12 (8-byte grad-input).
+      {"Cin4 k5 stride2 odd HW Cout12", 4, 11, 9, 12, 5, 2, 1, 3, {2, 2, 0, 2}},
+      // Cin = 4 (8-byte copies for bf16 / f16), odd H and W, two groups without samples, split-K 1.
+      {"Cin4 odd HW empty groups split1", 4, 9, 7, 24, 3, 1, 1, 4, {3, 0, 3, 3, 0}},
   };
   const int only = argc > 1 ? std::atoi(argv[1]) : -1;
   for (size_t i = 0; i < cases.size(); ++i)

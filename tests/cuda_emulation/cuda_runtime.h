@@ -49,6 +49,7 @@ inline unsigned g_current = 0;
 inline ucontext_t g_scheduler;
 inline std::function<void()> g_kernel_body;
 inline std::vector<unsigned char> g_dynamic_smem;
+inline long g_launch_count = 0;  // kernel launches so far (a test can count a pass's kernels)
 
 inline void emu_wait(int kind) {
   g_fibers[g_current].waiting = kind;
@@ -70,6 +71,7 @@ inline void emu_fiber_entry() {
 template <class F>
 void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, F f) {
   const unsigned threads = block.x * block.y * block.z, warps = (threads + 31) / 32;
+  ++g_launch_count;
   gridDim = grid;
   blockDim = block;
   g_kernel_body = f;

@@ -13,6 +13,11 @@ struct EmuWarpExchange {
   double a[16][16];  // [row][k]
   double b[16][8];   // [k][column]
 };
+// Copies to shared memory per width in bytes (copy_to_shared), so that a test can tell which
+// vector width a launch used (16 / 8-byte cp.async or element-wise).
+inline long g_copy_count[17];
+inline void emu_record_copy(int bytes) { ++g_copy_count[bytes]; }
+
 // Two buffers per warp, alternating per mma: a lane can only write buffer p again after the
 // barrier of the next mma, which every lane reaches only after reading buffer p. One barrier per mma.
 inline EmuWarpExchange g_warp_exchange[64][2];
