@@ -233,6 +233,40 @@ def test_estimate_uses_the_median_step_of_an_injected_clock(samples, monkeypatch
     assert "batched is slower here: 0.67x the speed of task by task" in text
 
 
+def test_estimate_times_a_second_run_after_the_autotune_cache_is_warm(samples, monkeypatch):
+    """The first run of each kind pays the op's autotune measurements (slow steps scattered through
+    it, as HAM's new pattern groups appear); the estimate must time the second, warm run."""
+    settings = make_settings("a", "quick", **dict(SMALL, runs=4, methods=("ham",)))
+    calls = {"train": 0, "train_batched": 0}
+    runs = {"train": ([0.5, 3.0, 3.0, 3.0, 0.02, 3.0], [0.5, 0.02, 0.02, 0.02, 0.02, 0.02]),
+            "train_batched": ([0.9, 0.12, 4.0, 4.0, 4.0, 0.12], [0.9, 0.12, 0.12, 0.12, 0.12, 0.12])}
+    clock = {"now": 0.0, "steps": []}
+
+    def timer():
+        if clock["steps"]:
+            clock["now"] += clock["steps"].pop(0)
+        return clock["now"]
+
+    import hamfast.training.batched
+
+    originals = {"train": hamfast.training.train, "train_batched": hamfast.training.batched.train_batched}
+
+    def fake(name):
+        def run(*args, **kwargs):
+            clock["steps"] = list(runs[name][min(calls[name], 1)])
+            calls[name] += 1
+            return originals[name](*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(hamfast.training, "train", fake("train"))
+    monkeypatch.setattr(hamfast.training.batched, "train_batched", fake("train_batched"))
+    found = batching.estimate_study(settings, samples, runner.plan_tasks(settings), batch_models=4, steps=5, warmup=1,
+                                    timer=timer)
+    assert calls == {"train": 2, "train_batched": 2}
+    ham = found["methods"]["ham"]
+    assert ham["seconds_per_step"] == pytest.approx(0.02) and ham["seconds_per_model_step_batched"] == pytest.approx(0.03)
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_a_nan_checkpoint_is_refused_not_scored(command, checkpoint, cohort_file, tmp_path, capsys):
     payload = torch.load(checkpoint, weights_only=True)
