@@ -9,6 +9,7 @@
 #include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <vector>
 
 namespace hamfast {
@@ -29,6 +30,8 @@ void check_grad_out(const at::Tensor& grad_out, const ConvGeometry& geo) {
               geo.out_channels, ", ", geo.out_height, ", ", geo.out_width, "]");
 }
 
+std::atomic<int64_t> nhwc_copy_count{0};
+
 bool built_with_cuda() {
 #ifdef HAMFAST_WITH_CUDA
   return true;
@@ -38,6 +41,9 @@ bool built_with_cuda() {
 }
 
 }  // namespace
+
+void count_nhwc_copy() { nhwc_copy_count.fetch_add(1, std::memory_order_relaxed); }
+int64_t nhwc_copies() { return nhwc_copy_count.load(std::memory_order_relaxed); }
 
 ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
   TORCH_CHECK(input_size.size() == 4, "hamfast.grouped_conv2d: x must be 4-D [B, Cin, H, W], got sizes ", input_size);
@@ -215,6 +221,12 @@ TORCH_LIBRARY(hamfast, m) {
       "int stride, int padding) -> Tensor");
   // grad_bias [G, Cout]: per group, grad_out summed over its samples and pixels (deterministic).
   m.def("grouped_conv2d_backward_bias(Tensor grad_out, Tensor order, Tensor offsets, int groups) -> Tensor");
+  // grad_x, grad_weight and grad_bias in one call (output_mask says which; the others are None), so
+  // that the CUDA backend converts grad_out to NHWC once for grad-input and grad-weight.
+  m.def(
+      "grouped_conv2d_backward(Tensor grad_out, Tensor? x, Tensor? weight, Tensor order, Tensor offsets, "
+      "int[] input_size, int[] weight_size, int stride, int padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("nhwc_copies() -> int", [] { return nhwc_copies(); });
   m.def("built_with_cuda() -> bool", &built_with_cuda);
   // Forgets every measured choice (autotune.h): the next call per signature measures again.
   m.def("autotune_clear() -> ()", [] { autotune::clear(); });

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
 
 namespace hamfast {
 
@@ -56,5 +57,16 @@ at::Tensor zero_extent_forward(const at::Tensor& x, const std::optional<at::Tens
                                const at::Tensor& offsets, const ConvGeometry& geo);
 at::Tensor zero_extent_backward_input(const at::Tensor& grad_out, at::IntArrayRef input_size);
 at::Tensor zero_extent_backward_weight(const at::Tensor& x, at::IntArrayRef weight_size);
+
+// Debug counter of activation copies to NHWC made by the CUDA backend (x in forward, dy and x in
+// backward): tests read it through torch.ops.hamfast.nhwc_copies() to check one copy per tensor
+// per layer. The CPU backend makes none.
+void count_nhwc_copy();
+int64_t nhwc_copies();
+
+// The three backward passes in one call (grouped_conv2d_backward): output_mask = (grad_x,
+// grad_weight, grad_bias); a result not asked for is undefined (None in Python). x is needed only
+// for grad_weight and weight only for grad_x.
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 }  // namespace hamfast

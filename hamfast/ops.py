@@ -516,6 +516,17 @@ if _extension.available():
         _fake_check_devices("grouped_conv2d_backward_bias", grad_out=grad_out, order=order, offsets=offsets)
         return grad_out.new_empty((groups, grad_out.shape[1]))
 
+    @torch.library.register_fake("hamfast::grouped_conv2d_backward")
+    def _backward_fake(grad_out, x, weight, order, offsets, input_size, weight_size, stride, padding, output_mask):
+        _fake_check_devices(
+            "grouped_conv2d_backward", grad_out=grad_out, x=x, weight=weight, order=order, offsets=offsets
+        )
+        return (
+            grad_out.new_empty(input_size) if output_mask[0] else None,
+            x.new_empty(weight_size) if output_mask[1] else None,
+            grad_out.new_empty((weight_size[0], grad_out.shape[1])) if output_mask[2] else None,
+        )
+
     def _setup_context(ctx, inputs, output):
         x, weight, bias, order, offsets, stride, padding = inputs
         x_needs, weight_needs, bias_needs = ctx.needs_input_grad[:3]
@@ -529,19 +540,15 @@ if _extension.available():
     def _backward(ctx, grad_out):
         x, weight, order, offsets = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.hamfast.grouped_conv2d_backward_input(
-                grad_out, weight, order, offsets, ctx.input_size, ctx.stride, ctx.padding
-            )
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.hamfast.grouped_conv2d_backward_weight(
-                grad_out, x, order, offsets, ctx.weight_size, ctx.stride, ctx.padding
-            )
-        if ctx.needs_input_grad[2]:
-            # One deterministic kernel on CUDA (per (group, channel) sums, rounded once), where the
-            # sum / segment-sum of tensor ops launched about 8.
-            grad_bias = torch.ops.hamfast.grouped_conv2d_backward_bias(grad_out, order, offsets, ctx.weight_size[0])
+        # One call for the three passes, so that CUDA converts grad_out to NHWC once for grad-input and
+        # grad-weight (plan_backward_layouts); the bias gradient is one deterministic kernel on CUDA
+        # (per (group, channel) sums, rounded once). Each result is bitwise the separate op's.
+        mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[2])]
+        if not any(mask):
+            return None, None, None, None, None, None, None
+        grad_x, grad_weight, grad_bias = torch.ops.hamfast.grouped_conv2d_backward(
+            grad_out, x, weight, order, offsets, ctx.input_size, ctx.weight_size, ctx.stride, ctx.padding, mask
+        )
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
     torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
@@ -570,4 +577,5 @@ if _extension.available():
     _register_autocast("grouped_conv2d_backward_input", cast=False)
     _register_autocast("grouped_conv2d_backward_weight", cast=False)
     _register_autocast("grouped_conv2d_backward_bias", cast=False)
+    _register_autocast("grouped_conv2d_backward", cast=False)
 

@@ -168,3 +168,31 @@ def test_dispatcher_picks_a_path_every_device_can_run(checker):
     forced = dispatch_lines(checker, 9, 132, env={**os.environ, "HAMFAST_DISPATCH_OVERRIDE": "tensor_core:64x64:3"})
     assert forced[(F16, 64, 128, 16, "grad-weight")].startswith("custom tensor-core kernel (mma.sync), tile 64x64, split-K 3")
     assert "forced by HAMFAST_DISPATCH_OVERRIDE" in forced[(F16, 64, 128, 16, "grad-weight")]
+
+
+@needs_gxx
+def test_one_backward_call_converts_dy_once_and_nothing_for_cudnn(checker):
+    """plan_backward_layouts (dispatch.cpp), which grouped_conv2d_backward on CUDA follows: dy is
+    copied to NHWC at most once for grad-input and grad-weight together (where the separate ops
+    copied it once per own-kernel pass), x only for an own-kernel grad-weight, nothing that is
+    channels_last already, and nothing for a pass on cuDNN (those take NCHW as before)."""
+    out = subprocess.run([str(checker), "layouts"], capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        head, rest = line.split(": ")
+        rows[tuple(map(int, head.split()))] = tuple(map(int, rest.split()))
+    assert len(rows) == 2 * 4 * 2 * 4 * 2 * 2
+    own = {0, 1}  # kTensorCore, kSimt; 2 and 3 are the cuDNN paths
+    for (gi, pi, gw, pw, dy_cl, x_cl), (convert_dy, convert_x, copies, separate) in rows.items():
+        input_own, weight_own = gi and pi in own, gw and pw in own
+        assert convert_dy == int((input_own or weight_own) and not dy_cl)
+        assert convert_x == int(weight_own and not x_cl)
+        assert copies == convert_dy + convert_x
+        assert separate == int(input_own and not dy_cl) + int(weight_own) * (int(not dy_cl) + int(not x_cl))
+        assert copies <= separate
+    # Both backward passes on the tensor cores, NCHW activations (HAM's layers): 3 copies -> 2.
+    assert rows[(1, 0, 1, 0, 0, 0)] == (1, 1, 2, 3)
+    # Grad-input on cuDNN, grad-weight on the tensor cores: unchanged (dy and x once each).
+    assert rows[(1, 2, 1, 0, 0, 0)] == (1, 1, 2, 2)
+    # Everything on cuDNN: no copy (they read NCHW).
+    assert rows[(1, 2, 1, 3, 0, 0)][2] == 0

@@ -232,6 +232,90 @@ def test_bias_gradient_op_sums_each_group_exactly(device, dtype):
 
 
 @requires_extension
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_one_backward_op_gives_the_separate_ops_results_bitwise(device, dtype, layout):
+    """grouped_conv2d_backward (what autograd calls: one op, so CUDA converts dy to NHWC once for
+    grad-input and grad-weight) returns exactly what the three separate ops return, for every
+    output_mask, in their dtypes and memory formats; results not asked for are None."""
+    x, weight, bias, group, stride, padding = make_case("fifteen_groups_some_empty", device, dtype=dtype)
+    plan = make_group_plan(group, weight.shape[0])
+    out = grouped_conv2d(x, weight, bias, None, stride, padding, plan=plan)
+    gen = torch.Generator().manual_seed(5)
+    dy = torch.randn(out.shape, generator=gen, dtype=dtype).to(device).contiguous(memory_format=layout)
+    x = x.contiguous(memory_format=layout)
+    ops = torch.ops.hamfast
+    sizes = (list(x.shape), list(weight.shape), stride, padding)
+    want = (
+        ops.grouped_conv2d_backward_input(dy, weight, plan.order, plan.offsets, sizes[0], stride, padding),
+        ops.grouped_conv2d_backward_weight(dy, x, plan.order, plan.offsets, sizes[1], stride, padding),
+        ops.grouped_conv2d_backward_bias(dy, plan.order, plan.offsets, weight.shape[0]),
+    )
+    for mask in ([True, True, True], [True, False, False], [False, True, True], [False, False, True]):
+        got = ops.grouped_conv2d_backward(
+            dy, x if mask[1] else None, weight if mask[0] else None, plan.order, plan.offsets, *sizes, mask
+        )
+        for asked, g, w in zip(mask, got, want):
+            if not asked:
+                assert g is None
+                continue
+            assert g.dtype == w.dtype and g.shape == w.shape and g.stride() == w.stride(), (mask, g.stride(), w.stride())
+            assert torch.equal(g, w), mask
+    torch.library.opcheck(
+        ops.grouped_conv2d_backward.default, (dy, x, weight, plan.order, plan.offsets, *sizes, [True, True, True])
+    )
+
+
+@requires_extension
+def test_autograd_runs_the_one_backward_op_and_the_cpu_makes_no_nhwc_copy():
+    x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
+    x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
+    before = torch.ops.hamfast.nhwc_copies()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        grouped_conv2d(x, weight, bias, group, stride, padding).square().sum().backward()
+    names = {e.name for e in prof.events()}
+    assert "hamfast::grouped_conv2d_backward" in names, sorted(n for n in names if "hamfast" in n)
+    assert not any(n.startswith("hamfast::grouped_conv2d_backward_") for n in names)
+    assert torch.ops.hamfast.nhwc_copies() == before
+
+
+@requires_extension
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("autotune", ["off", "on"])
+def test_cuda_own_kernels_copy_x_and_dy_to_nhwc_once_each_per_backward(autotune, monkeypatch):
+    """NCHW activations on the own kernels (fixed heuristic: SIMT or tensor cores for float32):
+    forward copies x once; backward copies dy once for grad-input and grad-weight together and x
+    once (the separate ops copied dy twice): 3 copies per layer, not 4. Channels_last activations:
+    none. With autotune on, the kept winners decide; a cuDNN winner copies nothing."""
+    monkeypatch.setenv("HAMFAST_AUTOTUNE", autotune)
+    torch.ops.hamfast.autotune_clear()
+    x, weight, bias, group, stride, padding = make_case("k3_pad1", "cuda")
+    plan = make_group_plan(group, weight.shape[0])
+    x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
+
+    def step(inp):
+        grouped_conv2d(inp, weight, bias, None, stride, padding, plan=plan).square().sum().backward()
+
+    step(x)  # with autotune on: the measuring call (it copies per candidate)
+    before = torch.ops.hamfast.nhwc_copies()
+    step(x)
+    copies = torch.ops.hamfast.nhwc_copies() - before
+    if autotune == "off":
+        assert copies == 3, copies
+    else:
+        own = sum(not e["winner"].startswith("cudnn") for e in autotune_report().values())
+        assert copies <= 3 and (own < 3 or copies == 3), (copies, autotune_report())
+    if autotune == "off":
+        x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        before = torch.ops.hamfast.nhwc_copies()
+        grouped_conv2d(x_cl, weight, bias, None, stride, padding, plan=plan).sum().backward()
+        # x is channels_last: no copy of x; dy comes NCHW from ops.py's grad_out.contiguous(): one copy.
+        assert torch.ops.hamfast.nhwc_copies() - before == 1
+
+
+@requires_extension
 def test_torch_compile_traces_the_op_in_one_graph():
     x, weight, bias, group, stride, padding = make_case("k3_pad1", "cpu")
     plan = make_group_plan(group, weight.shape[0])

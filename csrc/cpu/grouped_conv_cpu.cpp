@@ -7,6 +7,7 @@
 #include <ATen/record_function.h>
 #include <torch/library.h>
 
+#include <array>
 #include <chrono>
 #include <vector>
 
@@ -231,9 +232,27 @@ at::Tensor grouped_conv2d_backward_bias_cpu(const at::Tensor& grad_out, const at
   return at::mm(one_hot, per_sample).to(grad_out.scalar_type());
 }
 
+// The three passes as the separate ops compute them (the CPU kernels take the activations as given).
+BackwardResult grouped_conv2d_backward_cpu(const at::Tensor& grad_out, const std::optional<at::Tensor>& x,
+                                           const std::optional<at::Tensor>& weight, const at::Tensor& order,
+                                           const at::Tensor& offsets, at::IntArrayRef input_size,
+                                           at::IntArrayRef weight_size, int64_t stride, int64_t padding,
+                                           std::array<bool, 3> output_mask) {
+  TORCH_CHECK(!output_mask[0] || weight.has_value(), "hamfast.grouped_conv2d_backward: grad_x needs weight");
+  TORCH_CHECK(!output_mask[1] || x.has_value(), "hamfast.grouped_conv2d_backward: grad_weight needs x");
+  BackwardResult r;
+  if (output_mask[0])
+    std::get<0>(r) = grouped_conv2d_backward_input_cpu(grad_out, *weight, order, offsets, input_size, stride, padding);
+  if (output_mask[1])
+    std::get<1>(r) = grouped_conv2d_backward_weight_cpu(grad_out, *x, order, offsets, weight_size, stride, padding);
+  if (output_mask[2]) std::get<2>(r) = grouped_conv2d_backward_bias_cpu(grad_out, order, offsets, weight_size[0]);
+  return r;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hamfast, CPU, m) {
+  m.impl("grouped_conv2d_backward", &grouped_conv2d_backward_cpu);
   m.impl("grouped_conv2d", &grouped_conv2d_cpu);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cpu);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cpu);

@@ -290,5 +290,23 @@ Decision tune(PassKind pass, Precision precision, const ConvShape& s, const Devi
   return out;
 }
 
+BackwardLayouts plan_backward_layouts(bool grad_input, Path input_path, bool grad_weight, Path weight_path,
+                                      bool dy_channels_last, bool x_channels_last) {
+  const bool input_nhwc = grad_input && reads_nhwc(input_path);
+  const bool weight_nhwc = grad_weight && reads_nhwc(weight_path);
+  BackwardLayouts l;
+  l.convert_dy = (input_nhwc || weight_nhwc) && !dy_channels_last;
+  l.convert_x = weight_nhwc && !x_channels_last;
+  return l;
+}
+
+int separate_backward_copies(bool grad_input, Path input_path, bool grad_weight, Path weight_path,
+                             bool dy_channels_last, bool x_channels_last) {
+  int copies = 0;
+  if (grad_input && reads_nhwc(input_path)) copies += !dy_channels_last;
+  if (grad_weight && reads_nhwc(weight_path)) copies += int(!dy_channels_last) + int(!x_channels_last);
+  return copies;
+}
+
 }  // namespace cuda
 }  // namespace hamfast

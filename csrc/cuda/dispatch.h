@@ -72,6 +72,28 @@ Decision decide(PassKind pass, Precision precision, const ConvShape& shape, cons
 Decision tune(PassKind pass, Precision precision, const ConvShape& shape, const DeviceInfo& device,
               const std::function<double(const Decision&)>& time_ms);
 
+// ---- activation layouts of one backward call (grouped_conv2d_backward) ----------------------
+// The own kernels (kTensorCore / kSimt) read dy and x in NHWC; the cuDNN paths take them as given
+// (NCHW), so no copy is made for them. One backward call converts dy at most once for grad-input
+// and grad-weight together (the bias kernel reads dy in place in either layout), and x only for
+// an own-kernel grad-weight; a tensor already channels_last is never copied.
+inline bool reads_nhwc(Path path) { return path == Path::kTensorCore || path == Path::kSimt; }
+
+struct BackwardLayouts {
+  bool convert_dy = false;  // one dy -> NHWC copy, shared by grad-input and grad-weight
+  bool convert_x = false;   // one x -> NHWC copy, for grad-weight
+  int copies() const { return int(convert_dy) + int(convert_x); }
+};
+
+// grad_input / grad_weight: whether the call computes that pass (and, if so, on which path).
+BackwardLayouts plan_backward_layouts(bool grad_input, Path input_path, bool grad_weight, Path weight_path,
+                                      bool dy_channels_last, bool x_channels_last);
+
+// The copies the separate backward ops (one per pass, each converting its own operands) made for
+// the same call: what plan_backward_layouts saves, for the tests and docs/ops.md.
+int separate_backward_copies(bool grad_input, Path input_path, bool grad_weight, Path weight_path,
+                             bool dy_channels_last, bool x_channels_last);
+
 const char* pass_name(PassKind pass);
 const char* precision_name(Precision precision);
 // One line: path, tile / split-K and precision where they apply.

@@ -328,7 +328,27 @@ int print_dispatch(int sm_major, int sm_count) {
   return 0;
 }
 
+// The NHWC copies one backward call makes (plan_backward_layouts) against the separate ops of
+// before (separate_backward_copies), for every combination of passes, paths and input layouts:
+// "<grad_input> <input path> <grad_weight> <weight path> <dy channels_last> <x channels_last>:
+// <convert dy> <convert x> <copies> <separate copies>".
+int print_layouts() {
+  for (int gi = 0; gi < 2; ++gi)
+    for (int pi = 0; pi < 4; ++pi)
+      for (int gw = 0; gw < 2; ++gw)
+        for (int pw = 0; pw < 4; ++pw)
+          for (int dy_cl = 0; dy_cl < 2; ++dy_cl)
+            for (int x_cl = 0; x_cl < 2; ++x_cl) {
+              const BackwardLayouts l = plan_backward_layouts(gi, Path(pi), gw, Path(pw), dy_cl, x_cl);
+              std::printf("%d %d %d %d %d %d: %d %d %d %d\n", gi, pi, gw, pw, dy_cl, x_cl, int(l.convert_dy),
+                          int(l.convert_x), l.copies(),
+                          separate_backward_copies(gi, Path(pi), gw, Path(pw), dy_cl, x_cl));
+            }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "layouts") return print_layouts();
   if (argc > 3 && std::string(argv[1]) == "dispatch") return print_dispatch(std::atoi(argv[2]), std::atoi(argv[3]));
   if (argc > 3 && std::string(argv[1]) == "convert") return convert(argv[2], argv[3]);
   if (argc > 1 && std::string(argv[1]) == "zero") {
