@@ -8,7 +8,7 @@ Experiment B's subsets, 25 % only):
   n*   = the n with the largest S (the smallest on ties),
   budget = 450, the study's common budget, when S(450) >= S(n*) - TOLERANCE, else n*.
 
-usage: python select.py SCAN.json [SCAN.json ...] > budgets.json   (a table goes to stderr)
+usage: python choose.py SCAN.json [SCAN.json ...] > budgets.json   (a table goes to stderr)
 """
 import json
 import sys
