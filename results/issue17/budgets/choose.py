@@ -1,7 +1,8 @@
 """Issue 17: each method's step budget from the validation scan (scan.py), by a rule fixed in advance.
 
-For each method, completeness and test condition (a: complete inputs, Experiment A; b: the mean over
-Experiment B's subsets, 25 % only):
+For each method and completeness of Experiment A (scan pairs METHOD@LEVEL, scored on complete inputs)
+and each method of Experiment B (scan pairs METHOD@b: B's own training at 25 %, which misses 1 to 3
+modalities where A's misses one, scored by the mean over B's subsets):
   s(n) = mean over the scanned runs of the validation balanced accuracy after n steps,
   S(n) = mean of s over n - 150, n, n + 150 where scanned (one model moves +-0.03-0.05 between
          neighbouring checkpoints, so single checkpoints decide little),
@@ -27,9 +28,10 @@ budgets = {}
 print("| method | completeness | condition | runs | S(450) | n* | S(n*) | budget |", file=sys.stderr)
 print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
 for (pair, condition), by_step in sorted(curves.items()):
-    method, completeness = pair.split("@")
-    if condition == "b" and float(completeness) != 0.25:
-        continue
+    method, level = pair.split("@")
+    if (level == "b") != (condition == "b"):
+        continue  # A's tasks are also scored on B's subsets; that reading is not B's training
+    completeness = "0.25" if level == "b" else level
     steps = sorted(by_step)
     runs = min(len(v) for v in by_step.values())
     s = np.array([np.mean(by_step[n][:runs]) for n in steps])
@@ -37,7 +39,7 @@ for (pair, condition), by_step in sorted(curves.items()):
     best = int(np.argmax(smooth))
     common = smooth[steps.index(COMMON)]
     budget = COMMON if common >= smooth[best] - TOLERANCE else steps[best]
-    budgets.setdefault(condition, {})[pair] = budget
+    budgets.setdefault(condition, {})[f"{method}@{float(completeness):g}"] = budget
     print(f"| {method} | {float(completeness):.0%} | {condition} | {runs} | {common:.3f} | {steps[best]} | {smooth[best]:.3f} | "
           f"{'**' + str(budget) + '**' if budget != COMMON else budget} |", file=sys.stderr)
 json.dump({"tolerance": TOLERANCE, "common": COMMON, "budgets": budgets}, sys.stdout, indent=1)

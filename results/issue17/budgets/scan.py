@@ -9,7 +9,10 @@ Experiment B's seven subsets. HAM is recalibrated before each score, as at the e
 Run with the study's code (PYTHONPATH=/work/study, commit 863ed1e) so data and training are the
 study's.
 
-usage: python scan.py OUT.json RUN METHOD@COMPLETENESS [METHOD@COMPLETENESS ...]
+usage: python scan.py OUT.json RUN PAIR [PAIR ...]
+  PAIR: METHOD@COMPLETENESS, Experiment A's task (its training misses exactly one modality per
+  incomplete sample), or METHOD@b, Experiment B's task at 25 % (1 to 3 missing), scored on B's
+  condition only.
 """
 import json
 import os
@@ -38,18 +41,21 @@ def settings_of(experiment):
 
 
 settings = settings_of("experiment_a")
-b_subsets = settings_of("experiment_b").subsets
+b_settings = settings_of("experiment_b")
 cache = "/root/.cache/hamfast/cohorts"
 samples = Samples.from_cohort(load_cohort("/work/data/syn", cache_dir=cache, size=settings.size))
 val = load_cohort(VALIDATION, cache_dir=cache, size=settings.size)
-conditions = {"a": [settings.subsets[0]], "b": list(b_subsets)}
 results = json.load(open(out_path))["results"] if os.path.exists(out_path) else {}
 for pair in pairs:
     if pair in results:
         continue
-    method, completeness = pair.split("@")
-    task = Task(run, settings.seed + run, float(completeness), method)
-    inputs = task_inputs(task, settings, samples)
+    method, level = pair.split("@")
+    task_settings, completeness = (b_settings, 0.25) if level == "b" else (settings, float(level))
+    conditions = {"a": [settings.subsets[0]], "b": list(b_settings.subsets)}
+    if level == "b":
+        del conditions["a"]
+    task = Task(run, task_settings.seed + run, completeness, method)
+    inputs = task_inputs(task, task_settings, samples)
     inputs.config.iterations = MAX
     curves = {name: {} for name in conditions}
 
@@ -66,6 +72,6 @@ for pair in pairs:
     start = time.time()
     train(inputs.config, inputs.images, inputs.available, inputs.labels, callback=score, eval_every=EVERY)
     results[pair] = {"curves": curves, "seconds": round(time.time() - start, 1)}
-    print(run, pair, " ".join(f"{k}:{v:.3f}" for k, v in curves["a"].items()), flush=True)
+    print(run, pair, " ".join(f"{k}:{v:.3f}" for k, v in next(iter(curves.values())).items()), flush=True)
     json.dump({"run": run, "max": MAX, "every": EVERY, "validation": VALIDATION, "validation_cases": int(val.labels.size),
                "results": results}, open(out_path, "w"), indent=1)
