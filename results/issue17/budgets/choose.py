@@ -9,6 +9,8 @@ modalities where A's misses one, scored by the mean over B's subsets):
   n*   = the n with the largest S (the smallest on ties),
   budget = 450, the study's common budget, when S(450) >= S(n*) - TOLERANCE, else n*.
 
+A pair scanned in fewer runs than the others is reported as pending and gets no budget.
+
 usage: python choose.py SCAN.json [SCAN.json ...] > budgets.json   (a table goes to stderr)
 """
 import json
@@ -24,6 +26,7 @@ for path in sys.argv[1:]:
         for condition, curve in result["curves"].items():
             for step, accuracy in curve.items():
                 curves[(pair, condition)][int(step)].append(accuracy)
+needed = max(len(runs) for by_step in curves.values() for runs in by_step.values())
 budgets = {}
 print("| method | completeness | condition | runs | S(450) | n* | S(n*) | budget |", file=sys.stderr)
 print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
@@ -34,6 +37,10 @@ for (pair, condition), by_step in sorted(curves.items()):
     completeness = "0.25" if level == "b" else level
     steps = sorted(by_step)
     runs = min(len(v) for v in by_step.values())
+    if runs < needed:
+        print(f"| {method} | {float(completeness):.0%} | {condition} | {runs} | pending: scanned in {runs} of {needed} runs |",
+              file=sys.stderr)
+        continue
     s = np.array([np.mean(by_step[n][:runs]) for n in steps])
     smooth = np.array([s[max(i - 1, 0):i + 2].mean() for i in range(len(steps))])
     best = int(np.argmax(smooth))

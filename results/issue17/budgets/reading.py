@@ -70,7 +70,7 @@ def reading(experiment, pairs):
         for a, b in pairs:
             rows.append((condition, a, b, stats.paired_bootstrap(results, a, b, condition, num_classes=3, draws=draws)))
     print(f"\nPaired bootstrap (runs x cases), Holm over these {len(rows)} rows:\n")
-    print("| condition | A - B | difference [95 % CI] | p | Holm p |")
+    print("| condition | methods | difference [95 % CI] | p | Holm p |")
     print("|---|---|---|---|---|")
     for (condition, a, b, d), h in zip(rows, stats.holm([d.p for *_, d in rows])):
         print(f"| {condition} | {a} - {b} | {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.p:.3f} | {h:.3f} |")
