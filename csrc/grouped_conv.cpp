@@ -31,6 +31,7 @@ void check_grad_out(const at::Tensor& grad_out, const ConvGeometry& geo) {
 }
 
 std::atomic<int64_t> nhwc_copy_count{0};
+std::atomic<int64_t> weight_copy_count{0};
 
 bool built_with_cuda() {
 #ifdef HAMFAST_WITH_CUDA
@@ -44,6 +45,8 @@ bool built_with_cuda() {
 
 void count_nhwc_copy() { nhwc_copy_count.fetch_add(1, std::memory_order_relaxed); }
 int64_t nhwc_copies() { return nhwc_copy_count.load(std::memory_order_relaxed); }
+void count_weight_copy() { weight_copy_count.fetch_add(1, std::memory_order_relaxed); }
+int64_t weight_copies() { return weight_copy_count.load(std::memory_order_relaxed); }
 
 ConvGeometry make_geometry(at::IntArrayRef input_size, at::IntArrayRef weight_size, int64_t stride, int64_t padding) {
   TORCH_CHECK(input_size.size() == 4, "hamfast.grouped_conv2d: x must be 4-D [B, Cin, H, W], got sizes ", input_size);
@@ -227,6 +230,7 @@ TORCH_LIBRARY(hamfast, m) {
       "grouped_conv2d_backward(Tensor grad_out, Tensor? x, Tensor? weight, Tensor order, Tensor offsets, "
       "int[] input_size, int[] weight_size, int stride, int padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def("nhwc_copies() -> int", [] { return nhwc_copies(); });
+  m.def("weight_copies() -> int", [] { return weight_copies(); });
   m.def("built_with_cuda() -> bool", &built_with_cuda);
   // Forgets every measured choice (autotune.h): the next call per signature measures again.
   m.def("autotune_clear() -> ()", [] { autotune::clear(); });

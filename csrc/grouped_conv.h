@@ -63,6 +63,10 @@ at::Tensor zero_extent_backward_weight(const at::Tensor& x, at::IntArrayRef weig
 // per layer. The CPU backend makes none.
 void count_nhwc_copy();
 int64_t nhwc_copies();
+// Debug counter of weight copies to the kernels' KRSC layout (none for weights generated in it, as
+// HAM's are): torch.ops.hamfast.weight_copies(). The CPU backend makes none either.
+void count_weight_copy();
+int64_t weight_copies();
 
 // The three backward passes in one call (grouped_conv2d_backward): output_mask = (grad_x,
 // grad_weight, grad_bias); a result not asked for is undefined (None in Python). x is needed only

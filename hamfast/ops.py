@@ -459,6 +459,9 @@ def _reference_with_plan(
     if 0 in (x.shape[0], x.shape[1], cout):
         return _zero_extent_reference(x, weight, bias, plan, out_shape)
     offsets = plan.offsets.tolist()
+    # PyTorch's weight layout, whatever the memory of `weight` (HAM generates the CUDA kernels' KRSC):
+    # a channels_last-strided weight would switch ATen to another algorithm and output layout.
+    weight = weight.contiguous()
     per_group = [
         F.conv2d(x[plan.order[start:end]], weight[g], None if bias is None else bias[g], stride, padding)
         for g, (start, end) in enumerate(zip(offsets[:-1], offsets[1:]))
@@ -506,10 +509,18 @@ if _extension.available():
         )
         return grad_out.new_empty(input_size)
 
+    def _grad_weight_like(x, weight_size):
+        """grad_weight as the op returns it: on CUDA every path writes memory [G, Cout, kh, kw, Cin]
+        (the kernels' weight layout); on the CPU, PyTorch's contiguous layout."""
+        if x.device.type != "cuda":
+            return x.new_empty(weight_size)
+        g, cout, cin, kh, kw = weight_size
+        return x.new_empty((g, cout, kh, kw, cin)).permute(0, 1, 4, 2, 3)
+
     @torch.library.register_fake("hamfast::grouped_conv2d_backward_weight")
     def _backward_weight_fake(grad_out, x, order, offsets, weight_size, stride, padding):
         _fake_check_devices("grouped_conv2d_backward_weight", grad_out=grad_out, x=x, order=order, offsets=offsets)
-        return x.new_empty(weight_size)
+        return _grad_weight_like(x, weight_size)
 
     @torch.library.register_fake("hamfast::grouped_conv2d_backward_bias")
     def _backward_bias_fake(grad_out, order, offsets, groups):
@@ -523,7 +534,7 @@ if _extension.available():
         )
         return (
             grad_out.new_empty(input_size) if output_mask[0] else None,
-            x.new_empty(weight_size) if output_mask[1] else None,
+            _grad_weight_like(x, weight_size) if output_mask[1] else None,
             grad_out.new_empty((weight_size[0], grad_out.shape[1])) if output_mask[2] else None,
         )
 

@@ -96,6 +96,46 @@ def test_reference_backend_gives_same_logits_and_gradients():
     assert sum(float(p.grad.abs().sum()) for p in fused.hypernet.body.parameters()) > 0
 
 
+def test_conv_weights_are_generated_in_the_kernels_layout_with_unchanged_values():
+    """The hypernetwork emits each conv weight Cin-fastest ([Cout, kh, kw, Cin] memory per pattern,
+    what the CUDA kernels read and write), every tensor 32-byte aligned in its row, so the op reads
+    the weights in place. The values are those of a hypernetwork initialised in PyTorch's parameter
+    order with the same seed: only the memory layout moved; the padding outputs stay zero."""
+    from hamfast.models.ham import ALIGN, HYPER_LAYERS, _template_layout, output_placement
+    from hamfast.models.hypernet import HyperNetwork
+
+    widths = (4, 6, 8, 8)  # conv biases of 4 and 6 put the next tensor off the alignment
+    torch.manual_seed(3)
+    ham = HAM(widths=widths, num_classes=5)
+    torch.manual_seed(3)
+    layout, base, spread = _template_layout(CBRTiny(4, 5, widths, 5))
+    pytorch_order = HyperNetwork(4, base.numel(), hidden=4, num_layers=HYPER_LAYERS, base=base, spread=spread)
+    placement, width = output_placement(layout)
+    assert width % ALIGN == 0 and width > base.numel() and sorted(set(placement.tolist())) == sorted(placement.tolist())
+    mu = all_patterns()
+    with torch.no_grad():
+        params = ham.generate(mu)
+        flat = pytorch_order(mu.float())
+        emitted = ham.hypernet(mu.float())
+    sizes = [math.prod(shape) for _, shape in layout]
+    for (name, shape), part in zip(layout, flat.split(sizes, dim=1)):
+        got = params[name]
+        assert torch.equal(got, part.reshape((15,) + shape)), name
+        assert (got.data_ptr() - emitted.data_ptr()) % (4 * ALIGN) == 0, name  # starts 32-byte aligned
+        if len(shape) == 4:
+            assert got[0].permute(0, 2, 3, 1).is_contiguous() and got.stride(0) == width, name
+    unused = torch.ones(width, dtype=torch.bool)
+    unused[placement] = False
+    assert not emitted[:, unused].any()
+    # The gradient of a generated weight reaches the hypernetwork through views only.
+    ham.zero_grad()
+    generated = ham.generate(mu)["trunk.blocks.1.0.weight"]
+    assert generated._base is not None
+    (generated * torch.randn_like(generated)).sum().backward()
+    assert ham.hypernet.out.weight.grad[placement].abs().sum() > 0
+    assert not ham.hypernet.out.weight.grad[unused].any()
+
+
 def test_generated_weights_start_at_default_init_scale():
     torch.manual_seed(0)
     ham = HAM(widths=(16, 32, 32, 64))
@@ -148,6 +188,7 @@ def test_backend_is_checked():
 def test_full_width_hypernetwork_generates_every_cbrtiny_parameter():
     with torch.device("meta"):
         ham = HAM()
-    assert ham.hypernet.out.out_features == 4_311_619
+    # 4_311_619 parameters, each tensor placed at a multiple of 8 outputs (hamfast.models.ham.ALIGN)
+    assert ham.hypernet.out.out_features == 4_311_624
     assert [layer.out_features for layer in ham.hypernet.body if isinstance(layer, torch.nn.Linear)] == [4, 4, 4]
     assert ham.hypernet.body[0].in_features == 4

@@ -281,6 +281,29 @@ def test_autograd_runs_the_one_backward_op_and_the_cpu_makes_no_nhwc_copy():
 
 
 @requires_extension
+@pytest.mark.parametrize("device", DEVICES)
+def test_weights_in_the_kernels_layout_give_the_contiguous_weights_results(device):
+    """A weight whose memory is [Cout, kh, kw, Cin] per group, the groups padded apart (how HAM
+    generates them), gives the results of the same weight contiguous, within float32 rounding (ATen's
+    CPU convolutions may pick another algorithm for a channels_last weight)."""
+    x, weight, bias, group, stride, padding = make_case("k3_pad1", device)
+    g, cout, cin, kh, kw = weight.shape
+    rows = torch.zeros(g, cout * kh * kw * cin + 8, device=device)
+    rows[:, : cout * kh * kw * cin] = weight.permute(0, 1, 3, 4, 2).flatten(1)
+    placed = rows[:, : cout * kh * kw * cin].view(g, cout, kh, kw, cin).permute(0, 1, 4, 2, 3)
+    assert torch.equal(placed, weight) and not placed.is_contiguous()
+    results = []
+    for w in (weight, placed):
+        w = w.detach().clone() if w is weight else w.detach()
+        xi, wi = x.detach().clone().requires_grad_(), w.requires_grad_()
+        out = grouped_conv2d(xi, wi, bias, group, stride, padding)
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad, wi.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+@requires_extension
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("autotune", ["off", "on"])
@@ -313,6 +336,44 @@ def test_cuda_own_kernels_copy_x_and_dy_to_nhwc_once_each_per_backward(autotune,
         grouped_conv2d(x_cl, weight, bias, None, stride, padding, plan=plan).sum().backward()
         # x is channels_last: no copy of x; dy comes NCHW from ops.py's grad_out.contiguous(): one copy.
         assert torch.ops.hamfast.nhwc_copies() - before == 1
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("autotune", ["off", "on"])
+def test_cuda_reads_hams_weights_in_place_and_returns_grad_weight_in_their_layout(autotune, monkeypatch):
+    """HAM's generated conv weights (per pattern [Cout, kh, kw, Cin] memory, the patterns rows of h's
+    output) reach the kernels without a copy in forward and grad-input; a contiguous
+    [G, Cout, Cin, kh, kw] weight is copied once per pass that reads it on the own kernels. grad_weight
+    comes back with [G, Cout, kh, kw, Cin] memory on every path, as the fake implementation says."""
+    from hamfast.models import HAM
+
+    monkeypatch.setenv("HAMFAST_AUTOTUNE", autotune)
+    torch.ops.hamfast.autotune_clear()
+    torch.manual_seed(0)
+    ham = HAM(widths=(8, 16, 16, 32)).cuda().train()
+    x = torch.rand(6, 4, 64, 64, device="cuda")
+    available = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 0]] * 2, dtype=torch.bool, device="cuda")
+    ham(x, available).square().sum().backward()  # with autotune on: the measuring call
+    before = torch.ops.hamfast.weight_copies()
+    ham.zero_grad()
+    ham(x, available).square().sum().backward()
+    assert torch.ops.hamfast.weight_copies() == before
+    assert ham.hypernet.out.weight.grad.abs().sum() > 0
+
+    xc, weight, bias, group, stride, padding = make_case("k3_pad1", "cuda")
+    plan = make_group_plan(group, weight.shape[0])
+    xc.requires_grad_(), weight.requires_grad_()
+    grouped_conv2d(xc, weight, bias, None, stride, padding, plan=plan).sum().backward()
+    g, cout, cin, kh, kw = weight.shape
+    grads = torch.ops.hamfast.grouped_conv2d_backward(
+        torch.ones(xc.shape[0], cout, xc.shape[2], xc.shape[3], device="cuda"), xc.detach(), weight.detach(),
+        plan.order, plan.offsets, list(xc.shape), list(weight.shape), stride, padding, [True, True, False])
+    assert grads[1].permute(0, 1, 3, 4, 2).is_contiguous(), grads[1].stride()
+    if autotune == "off":
+        before = torch.ops.hamfast.weight_copies()
+        grouped_conv2d(xc, weight, bias, None, stride, padding, plan=plan).sum().backward()
+        assert torch.ops.hamfast.weight_copies() - before == 2
 
 
 @requires_extension

@@ -220,7 +220,9 @@ def test_zeroed_absent_channels_equal_the_truncated_first_conv():
             with torch.no_grad():
                 expected = truncated(x[:, present])
                 got = ham(x, mu.expand(5, -1))
-            assert torch.allclose(got, expected, atol=1e-4), (train_mode, mu.tolist())
+            # Float noise scales with the outputs (thousands here): the tolerance is relative to them.
+            scale = float(expected.abs().max())
+            assert torch.allclose(got, expected, atol=1e-5 * scale), (train_mode, mu.tolist(), scale)
 
 
 # --- Table 2's marks -------------------------------------------------------------------------------

@@ -102,6 +102,33 @@ def test_ham_checkpoint_serves_all_patterns(data, tmp_path):
     assert torch.equal(tracked, result.model.norms[0].num_batches_tracked) and tracked.sum() >= 6
 
 
+def test_format_1_ham_checkpoint_loads_with_its_hypernetwork_outputs_placed(data, tmp_path):
+    """hamfast <= 0.1 wrote HAM's hypernetwork outputs in PyTorch's parameter order, P of them (format
+    1); format 2 places them for the kernels (P' >= P outputs). A format-1 file (made here from a
+    format-2 one) loads to the same model."""
+    from hamfast.models.ham import output_placement
+
+    result = train(TrainConfig("ham", schedule="mixed", iterations=2, **TINY), *data)
+    save_checkpoint(tmp_path / "new.pt", result)
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert payload["format"] == "hamfast.checkpoint/2"
+    placement, width = output_placement(result.model.layout)
+    assert payload["state_dict"]["hypernet.out.bias"].shape == (width,) and width >= placement.numel()
+    for key in ("hypernet.out.weight", "hypernet.out.bias"):
+        payload["state_dict"][key] = payload["state_dict"][key][placement]
+    torch.save(dict(payload, format="hamfast.checkpoint/1"), tmp_path / "old.pt")
+    mu = all_patterns()
+    with torch.no_grad():
+        want = result.model.generate(mu)
+        got = load_checkpoint(tmp_path / "old.pt").model.generate(mu)
+    assert all(torch.equal(got[name], want[name]) for name in want)
+    # Format 1 rows read as format 2 do not fit (P rows where P' are expected): refused by name.
+    torch.save(payload, tmp_path / "mislabelled.pt")
+    if width != placement.numel():
+        with pytest.raises(ValueError, match="hypernet.out"):
+            load_checkpoint(tmp_path / "mislabelled.pt")
+
+
 def test_checkpoint_of_a_bare_model_needs_config(data, tmp_path):
     result = train(TrainConfig("dropout", iterations=1, **TINY), *data)
     with pytest.raises(ValueError, match="config"):

@@ -108,9 +108,10 @@ at::Tensor run_pass(Pass pass, const ConvGeometry& geo, const at::Tensor& offset
   return run(choice.path);
 }
 
-// weight [G, Cout, Cin, kh, kw] gathered per sample and flattened to the groups=B layout [B*Cout, Cin, kh, kw].
+// weight [G, Cout, Cin, kh, kw] gathered per sample and flattened to the groups=B layout
+// [B*Cout, Cin, kh, kw], contiguous (whatever the weight's memory: HAM's is [Cout, kh, kw, Cin] per group).
 at::Tensor folded_weight(const at::Tensor& weight, const at::Tensor& group) {
-  return gather_rows(weight, group).flatten(0, 1);
+  return gather_rows(weight, group).contiguous().flatten(0, 1);
 }
 
 at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

@@ -1,5 +1,6 @@
 // CUDA backend of the grouped convolution: argument checks, the dispatcher's decision, layout
-// conversion (NHWC activations and reordered weights, once per call), allocation and stream
+// conversion (NHWC activations and KRSC weights, at most once per call and none for tensors already
+// in those layouts), allocation and stream
 // handling with ATen; the kernels themselves are in grouped_conv_kernels.cu (nvcc, no torch headers).
 // Each pass runs what the dispatcher decides (dispatch.h): the candidate the run-time autotuner
 // measured fastest for the call's signature (own kernels or cuDNN through ATen), or the fixed heuristic.
@@ -100,6 +101,27 @@ at::Tensor to_nhwc(const at::Tensor& t) {
   return t.contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+// weight [G, Cout, Cin, kh, kw] as the kernels read it: per group, memory [Cout, kh, kw, Cin] (KRSC,
+// one layout for forward and grad-input), the groups krsc.stride(0) elements apart. HAM's
+// hypernetwork generates its weights so (rows of its [G, P'] output), so this is a view for them; a
+// dense copy otherwise, counted by the debug counter (weight_copies) that the tests read.
+at::Tensor to_krsc(const at::Tensor& weight) {
+  const auto krsc = weight.permute({0, 1, 3, 4, 2});
+  // The kernels only read the weights: any group stride serves (0 too, for expanded weights).
+  if (krsc.size(0) > 0 && krsc.select(0, 0).is_contiguous()) return krsc;
+  count_weight_copy();
+  return krsc.contiguous();
+}
+
+// A [G, Cout, Cin, kh, kw] tensor whose memory is [G, Cout, kh, kw, Cin]: how every CUDA path returns
+// grad_weight (the own kernels write that memory row by row; the cuDNN paths write into it), one
+// layout whatever the autotuner picks, the one HAM's generated weights have.
+at::Tensor krsc_tensor(at::IntArrayRef weight_size, const at::TensorOptions& options, bool zeroed) {
+  const std::vector<int64_t> memory{weight_size[0], weight_size[1], weight_size[3], weight_size[4], weight_size[2]};
+  const auto t = zeroed ? at::zeros(memory, options) : at::empty(memory, options);
+  return t.permute({0, 1, 4, 2, 3});
+}
+
 // [B, C, pixels] element strides of a 4-D tensor in NCHW or channels_last layout.
 cuda::OutStrides out_strides(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(3)}; }
 
@@ -143,7 +165,7 @@ at::Tensor grad_weight_groups_b(const at::Tensor& grad_out, const at::Tensor& x,
                                               false, pair(0), g.batch, {false, true, false});
   const auto per_sample = std::get<1>(grads).view({g.batch, g.out_channels, g.in_channels, g.kernel_h, g.kernel_w});
   // index_put_ with accumulate sorts the indices on CUDA: deterministic, unlike index_add_.
-  return at::zeros(weight_size, x.options()).index_put_({group}, per_sample, /*accumulate=*/true);
+  return krsc_tensor(weight_size, x.options(), true).index_put_({group}, per_sample, /*accumulate=*/true);
 }
 
 // Per group: needs the group sizes on the host, so this path syncs once (and validates the plan).
@@ -189,7 +211,7 @@ at::Tensor grad_input_per_group(const at::Tensor& grad_out, const at::Tensor& we
 at::Tensor grad_weight_per_group(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& order,
                                  const at::Tensor& offsets, at::IntArrayRef weight_size, const ConvGeometry& g) {
   const auto o = host_offsets(offsets, g);
-  auto gw = at::zeros(weight_size, x.options());
+  auto gw = krsc_tensor(weight_size, x.options(), true);
   const auto w_shape = at::empty({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
   for (int64_t i = 0; i < g.groups; ++i) {
     if (o[i + 1] == o[i]) continue;
@@ -215,12 +237,12 @@ at::Tensor run_forward(const Decision& d, const at::Tensor& x, const at::Tensor&
   auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width},
                        x.options().memory_format(x.suggest_memory_format()));
   const auto x_nhwc = to_nhwc(x);
-  const auto w_krsc = weight.permute({0, 1, 3, 4, 2}).contiguous();  // [G, Cout, kh, kw, Cin]
+  const auto w_krsc = to_krsc(weight);
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
   with_kernel_type(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    check_launch(cuda::launch_grouped_conv_forward<T>(cptr<T>(x_nhwc), cptr<T>(w_krsc), cptr<T>(bias_c),
+    check_launch(cuda::launch_grouped_conv_forward<T>(cptr<T>(x_nhwc), cptr<T>(w_krsc), w_krsc.stride(0), cptr<T>(bias_c),
                                                       order_c.const_data_ptr<int64_t>(),
                                                       offsets_c.const_data_ptr<int64_t>(), mptr<T>(out),
                                                       out_strides(out), shape, d.kernel,
@@ -242,12 +264,12 @@ at::Tensor run_backward_input(const Decision& d, const at::Tensor& grad_out, con
   }
   auto grad_x = at::empty(input_size, grad_out.options().memory_format(grad_out.suggest_memory_format()));
   const auto dy_nhwc = dy_nhwc_given.defined() ? dy_nhwc_given : to_nhwc(grad_out);
-  const auto w_crsk = weight.permute({0, 2, 3, 4, 1}).contiguous();  // [G, Cin, kh, kw, Cout]
+  const auto w_krsc = to_krsc(weight);
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
   with_kernel_type(grad_out.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     check_launch(cuda::launch_grouped_conv_backward_input<T>(
-                     cptr<T>(dy_nhwc), cptr<T>(w_crsk), order_c.const_data_ptr<int64_t>(),
+                     cptr<T>(dy_nhwc), cptr<T>(w_krsc), w_krsc.stride(0), order_c.const_data_ptr<int64_t>(),
                      offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_x), out_strides(grad_x), shape, d.kernel,
                      at::cuda::getCurrentCUDAStream()),
                  "grad-input");
@@ -266,7 +288,7 @@ at::Tensor run_backward_weight(const Decision& d, const at::Tensor& grad_out, co
     return d.path == Path::kCudnnGroupsB ? grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo)
                                          : grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
   }
-  auto grad_weight = at::empty(weight_size, x.options());  // every element is written (GEMM or reduce)
+  auto grad_weight = krsc_tensor(weight_size, x.options(), false);  // every element is written (GEMM or reduce)
   const auto dy_nhwc = dy_nhwc_given.defined() ? dy_nhwc_given : to_nhwc(grad_out);
   const auto x_nhwc = x_nhwc_given.defined() ? x_nhwc_given : to_nhwc(x);
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
@@ -320,7 +342,7 @@ at::Tensor grouped_conv2d_backward_weight_cuda(const at::Tensor& grad_out, const
   const ConvGeometry geo = check_backward_weight_args(grad_out, x, order, offsets, weight_size, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
-  if (has_zero_extent(geo)) return zero_extent_backward_weight(x, weight_size);
+  if (has_zero_extent(geo)) return krsc_tensor(weight_size, x.options(), true);
   const cuda::ConvShape shape = kernel_shape(geo);
   const Decision d = cuda::pick(
       PassKind::kGradWeight, precision_of(x.scalar_type()), shape, device_info(x),
@@ -397,7 +419,7 @@ BackwardResult grouped_conv2d_backward_cuda(const at::Tensor& grad_out, const st
     check_cuda_dtype(*x);
     gw.geo = check_backward_weight_args(grad_out, *x, order, offsets, weight_size, stride, padding);
     if (has_zero_extent(gw.geo)) {
-      std::get<1>(r) = zero_extent_backward_weight(*x, weight_size);
+      std::get<1>(r) = krsc_tensor(weight_size, x->options(), true);
     } else {
       gw.run = true;
       gw.shape = kernel_shape(gw.geo);
@@ -450,7 +472,7 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     if (d.path == Path::kTensorCore || d.path == Path::kSimt) {
       // As the launchers decide (grouped_conv_kernels.cu), given aligned tensors.
       const int64_t ca = pass == PassKind::kGradInput ? geo.out_channels : geo.in_channels;
-      const int64_t cb = pass == PassKind::kGradWeight ? geo.out_channels : ca;
+      const int64_t cb = pass == PassKind::kForward ? ca : (pass == PassKind::kGradInput ? geo.in_channels : geo.out_channels);
       const int bytes = std::min(cuda::operand_copy_bytes(elem, ca), cuda::operand_copy_bytes(elem, cb));
       if (bytes > elem)
         s << ", " << bytes << "-byte cp.async loads";

@@ -6,8 +6,13 @@
 //   forward      M = (sample, output pixel) of group g, N = Cout, K = (r, s, cin); B = W[g]
 //   grad-input   M = (sample, input pixel) of group g,  N = Cin,  K = (r, s, cout); B = W[g]^T
 //   grad-weight  M = Cout, N = (r, s, cin), K = (sample, output pixel) of group g; at split_k 1 the
-//                epilogue writes grad_weight (PyTorch's [G, Cout, Cin, kh, kw]) directly, else
-//                split_k slices write fp32 partial tiles that a second kernel sums in fixed order.
+//                epilogue writes grad_weight (memory [G, Cout, kh, kw, Cin], the weights' layout)
+//                directly, else split_k slices write fp32 partial tiles that a second kernel sums
+//                in fixed order.
+// All three passes use one weight layout, [G, Cout, kh, kw, Cin] (KRSC): forward and grad-input
+// read the same tensor (forward contiguous along K, grad-input along N) and grad-weight writes it
+// row by row, so weights generated in that layout never need a permute. The weights read may lie
+// `weight_group_stride` elements apart per group (HAM's groups are rows of one [G, P'] output).
 // Rows are gathered through `order`, so x, out and the gradients stay in the caller's batch
 // order; forward / grad-input tiles never straddle two groups, so a block reads one group's
 // weights. The tile -> group map is computed in the kernel from `offsets`: the host never needs
@@ -128,7 +133,7 @@ template <typename T>
 struct ForwardPass {
   struct Params {
     const T* x;       // NHWC
-    const T* weight;  // [G, Cout, kh, kw, Cin]
+    const T* weight;  // [G, Cout, kh, kw, Cin], groups weight_group_stride elements apart
     const T* bias;    // [G, Cout] or null
     T* out;
     const int64_t* order;
@@ -136,6 +141,7 @@ struct ForwardPass {
     ConvShape s;
     OutStrides out_strides;
     int depth;  // kh * kw * Cin
+    int64_t weight_group_stride;
     FastDivmod div_cin, div_kw, div_ow, div_pixels;
   };
   static constexpr bool kAKContig = true, kBKContig = true;
@@ -187,7 +193,7 @@ struct ForwardPass {
   __device__ static const T* b_src(const Params& p, const RowTileCta& cta, int n, int k) {
     const int co = cta.n0 + n;
     if (co >= p.s.out_channels || k >= p.depth) return nullptr;
-    return p.weight + (int64_t(cta.group) * p.s.out_channels + co) * p.depth + k;
+    return p.weight + cta.group * p.weight_group_stride + int64_t(co) * p.depth + k;
   }
   template <typename Acc>
   __device__ static void store(const Params& p, const RowTileCta& cta, int m, int n, Acc acc) {
@@ -205,16 +211,17 @@ template <typename T>
 struct GradInputPass {
   struct Params {
     const T* grad_out;  // NHWC
-    const T* weight;    // [G, Cin, kh, kw, Cout]
+    const T* weight;    // [G, Cout, kh, kw, Cin] as the forward reads it, groups weight_group_stride apart
     T* grad_x;
     const int64_t* order;
     const int64_t* offsets;
     ConvShape s;
     OutStrides out_strides;
     int depth;  // kh * kw * Cout
+    int64_t weight_group_stride;
     FastDivmod div_cout, div_kw, div_w, div_pixels;
   };
-  static constexpr bool kAKContig = true, kBKContig = true;
+  static constexpr bool kAKContig = true, kBKContig = false;
   using Scratch = RowEntry;
   __device__ static int n_size(const Params& p) { return p.s.in_channels; }
 
@@ -262,10 +269,14 @@ struct GradInputPass {
     if (oh * p.s.stride != th || ow * p.s.stride != tw || oh >= p.s.out_height || ow >= p.s.out_width) return nullptr;
     return p.grad_out + e.in_base + (int64_t(oh) * p.s.out_width + ow) * p.s.out_channels + co;
   }
+  // B[(r, s, co), ci] = W[g, co, r, s, ci]: the forward's weight, contiguous along N (ci).
   __device__ static const T* b_src(const Params& p, const RowTileCta& cta, int n, int k) {
     const int ci = cta.n0 + n;
     if (ci >= p.s.in_channels || k >= p.depth) return nullptr;
-    return p.weight + (int64_t(cta.group) * p.s.in_channels + ci) * p.depth + k;
+    uint32_t rs, co;
+    p.div_cout.divmod(uint32_t(k), rs, co);
+    const int taps = p.s.kernel_h * p.s.kernel_w;
+    return p.weight + cta.group * p.weight_group_stride + (int64_t(co) * taps + rs) * p.s.in_channels + ci;
   }
   template <typename Acc>
   __device__ static void store(const Params& p, const RowTileCta& cta, int m, int n, Acc acc) {
@@ -288,7 +299,7 @@ struct GradWeightPass {
     const T* grad_out;  // NHWC
     const T* x;         // NHWC
     AccOf<T>* workspace;  // [split_k, G, Cout, kh * kw * Cin]; null at split_k 1
-    T* grad_weight;       // [G, Cout, Cin, kh, kw]: written here at split_k 1
+    T* grad_weight;       // memory [G, Cout, kh, kw, Cin]: written here at split_k 1
     const int64_t* order;
     const int64_t* offsets;
     ConvShape s;
@@ -359,17 +370,15 @@ struct GradWeightPass {
     return p.x + ((sample * p.s.height + y) * p.s.width + x) * p.s.in_channels + c;
   }
   // Every block writes its whole tile, zeros included (groups without samples too), so no memset
-  // is needed. Split 1: the result, (r, s, c) -> (c, r, s), rounded once; else the fp32 partial.
+  // is needed. Split 1: the result, rounded once, at its GEMM position (the weights' KRSC layout:
+  // a tile's columns are contiguous); else the fp32 partial.
   template <typename Acc>
   __device__ static void store(const Params& p, const Cta& cta, int m, int n, Acc acc) {
     const int co = cta.m0 + m, col = cta.n0 + n;
     if (co >= p.s.out_channels || col >= p.depth) return;
     const int64_t gco = int64_t(cta.group) * p.s.out_channels + co;
     if (p.split_k == 1) {
-      uint32_t tap, c;
-      p.div_cin.divmod(uint32_t(col), tap, c);
-      const int taps = p.s.kernel_h * p.s.kernel_w;
-      p.grad_weight[(gco * p.s.in_channels + c) * taps + tap] = from_acc<T>(acc);
+      p.grad_weight[gco * p.depth + col] = from_acc<T>(acc);
       return;
     }
     p.workspace[(int64_t(cta.split) * p.s.groups * p.s.out_channels + gco) * p.depth + col] = acc;
@@ -581,20 +590,16 @@ __global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pas
       }
 }
 
-// grad_weight[g, co, c, r, s] = sum over splits, in order, of workspace[split, g, co, (r, s, c)].
-// Threads walk the workspace in its own order, so the split_k reads per element are coalesced and
-// only the one write per element is scattered.
+// grad_weight[g, co, r, s, c] = sum over splits, in order, of workspace[split, g, co, (r, s, c)]:
+// the same layout, so every read and write is coalesced.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split, int in_channels,
-                       int taps) {
+    reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t idx = int64_t(blockIdx.x) * kThreads + threadIdx.x; idx < per_split; idx += stride) {
-    const int64_t c = idx % in_channels, rest = idx / in_channels;
-    const int64_t tap = rest % taps, gco = rest / taps;
     AccOf<T> sum = 0;
     for (int s = 0; s < splits; ++s) sum += workspace[s * per_split + idx];
-    grad_weight[(gco * in_channels + c) * taps + tap] = from_acc<T>(sum);
+    grad_weight[idx] = from_acc<T>(sum);
   }
 }
 
@@ -640,11 +645,12 @@ __global__ void __launch_bounds__(kThreads)
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % uint32_t(bytes) == 0; }
 
 // The copy width of a pass: operand_copy_bytes over its channel counts, element-wise when a base
-// pointer is not aligned to it.
+// pointer, or the distance between two groups' weights (b_group_stride elements), is not aligned to it.
 template <typename T>
-int pass_copy_bytes(int64_t channels_a, int64_t channels_b, const void* a, const void* b) {
+int pass_copy_bytes(int64_t channels_a, int64_t channels_b, const void* a, const void* b, int64_t b_group_stride = 0) {
   const int bytes = std::min(operand_copy_bytes(int(sizeof(T)), channels_a), operand_copy_bytes(int(sizeof(T)), channels_b));
-  return aligned(a, bytes) && aligned(b, bytes) ? bytes : int(sizeof(T));
+  const bool stride_ok = (b_group_stride * int64_t(sizeof(T))) % bytes == 0;
+  return aligned(a, bytes) && aligned(b, bytes) && stride_ok ? bytes : int(sizeof(T));
 }
 
 template <typename Pass, typename T, bool kTensorCore, int BM, int BN, int kVec>
@@ -704,7 +710,8 @@ cudaError_t launch_tiles(const typename Pass::Params& p, KernelChoice c, int cop
 }  // namespace
 
 template <typename T>
-cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bias, const int64_t* order,
+cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, int64_t weight_group_stride, const T* bias,
+                                        const int64_t* order,
                                         const int64_t* offsets, T* out, OutStrides out_strides, const ConvShape& s,
                                         KernelChoice choice, cudaStream_t stream) {
   const int64_t pixels = int64_t(s.out_height) * s.out_width;
@@ -719,16 +726,18 @@ cudaError_t launch_grouped_conv_forward(const T* x, const T* weight, const T* bi
                                     s,
                                     out_strides,
                                     s.kernel_h * s.kernel_w * s.in_channels,
+                                    weight_group_stride,
                                     FastDivmod(s.in_channels),
                                     FastDivmod(s.kernel_w),
                                     FastDivmod(s.out_width),
                                     FastDivmod(uint32_t(pixels))};
-  const int bytes = pass_copy_bytes<T>(s.in_channels, s.in_channels, x, weight);
+  const int bytes = pass_copy_bytes<T>(s.in_channels, s.in_channels, x, weight, weight_group_stride);
   return launch_tiles<ForwardPass<T>, T>(p, choice, bytes, s.batch * pixels, s.out_channels, stream);
 }
 
 template <typename T>
-cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weight, const int64_t* order,
+cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weight, int64_t weight_group_stride,
+                                               const int64_t* order,
                                                const int64_t* offsets, T* grad_x, OutStrides strides,
                                                const ConvShape& s, KernelChoice choice, cudaStream_t stream) {
   const int64_t pixels = int64_t(s.height) * s.width;
@@ -742,11 +751,12 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weigh
                                       s,
                                       strides,
                                       s.kernel_h * s.kernel_w * s.out_channels,
+                                      weight_group_stride,
                                       FastDivmod(s.out_channels),
                                       FastDivmod(s.kernel_w),
                                       FastDivmod(s.width),
                                       FastDivmod(uint32_t(pixels))};
-  const int bytes = pass_copy_bytes<T>(s.out_channels, s.out_channels, grad_out, weight);
+  const int bytes = pass_copy_bytes<T>(s.out_channels, s.in_channels, grad_out, weight, weight_group_stride);
   return launch_tiles<GradInputPass<T>, T>(p, choice, bytes, s.batch * pixels, s.in_channels, stream);
 }
 
@@ -801,8 +811,7 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
   const int64_t per_split = int64_t(s.groups) * s.out_channels * depth;
   if (per_split == 0) return cudaSuccess;
   const unsigned blocks = unsigned(ceil_div(per_split, kThreads) < 4096 ? ceil_div(per_split, kThreads) : 4096);
-  const int taps = s.kernel_h * s.kernel_w;
-  reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split, s.in_channels, taps);
+  reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split);
   return cudaGetLastError();
 }
 
@@ -827,11 +836,12 @@ cudaError_t launch_grouped_conv_backward_bias(const T* grad_out, OutStrides stri
 }
 
 #define HAMFAST_INSTANTIATE(T)                                                                                     \
-  template cudaError_t launch_grouped_conv_forward<T>(const T*, const T*, const T*, const int64_t*, const int64_t*, \
-                                                      T*, OutStrides, const ConvShape&, KernelChoice, cudaStream_t);   \
-  template cudaError_t launch_grouped_conv_backward_input<T>(const T*, const T*, const int64_t*, const int64_t*,    \
-                                                             T*, OutStrides, const ConvShape&, KernelChoice,        \
-                                                             cudaStream_t);                                        \
+  template cudaError_t launch_grouped_conv_forward<T>(const T*, const T*, int64_t, const T*, const int64_t*,        \
+                                                      const int64_t*, T*, OutStrides, const ConvShape&, KernelChoice, \
+                                                      cudaStream_t);                                               \
+  template cudaError_t launch_grouped_conv_backward_input<T>(const T*, const T*, int64_t, const int64_t*,           \
+                                                             const int64_t*, T*, OutStrides, const ConvShape&,     \
+                                                             KernelChoice, cudaStream_t);                          \
   template size_t grouped_conv_backward_weight_workspace_bytes<T>(const ConvShape&, KernelChoice);                  \
   template cudaError_t launch_grouped_conv_backward_weight<T>(const T*, const T*, const int64_t*, const int64_t*,   \
                                                               T*, void*, const ConvShape&, KernelChoice, cudaStream_t); \

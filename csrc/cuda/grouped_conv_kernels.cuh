@@ -5,12 +5,13 @@
 // Every launcher covers all groups in ONE kernel launch (grad-weight with split-K > 1: one GEMM
 // launch plus one deterministic reduce; at split-K 1 the GEMM writes grad_weight itself). The batch is addressed through the group plan: order[offsets[g] ..
 // offsets[g+1]) are the sample indices of group g (device pointers, never read on the host).
-// Layouts the kernels read (the .cpp converts once per call):
+// Layouts the kernels read (the .cpp converts once per call, and not at all for tensors already in them):
 //   activations (x, grad_out)  NHWC (channels_last), contiguous;
-//   forward weight             [G, Cout, kh, kw, Cin];
-//   grad-input weight          [G, Cin, kh, kw, Cout];
-//   grad-weight result         [G, Cout, Cin, kh, kw] (PyTorch's layout: written by the GEMM's epilogue at
-//                              split-K 1, by the reduce otherwise).
+//   weight                     memory [G, Cout, kh, kw, Cin] (KRSC), one layout for forward and grad-input,
+//                              the groups any aligned distance apart (HAM's rows of one [G, P'] output);
+//   grad-weight result         memory [G, Cout, kh, kw, Cin] too (written by the GEMM's epilogue at
+//                              split-K 1, by the reduce otherwise), so a weight generated in KRSC gets
+//                              its gradient back in its own layout.
 // Outputs of forward / grad-input are written through OutStrides, so NCHW or NHWC as the caller wants.
 #pragma once
 
@@ -59,15 +60,18 @@ inline int operand_copy_bytes(int elem_size, int64_t channels) {
   return elem_size;
 }
 
-// out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias ([G, Cout]) may be null.
+// out[b] = conv2d(x[b], weight[g(b)]) + bias[g(b)]; bias ([G, Cout]) may be null. Group g's weights
+// start at weight_krsc + g * weight_group_stride (>= Cout * kh * kw * Cin; that product when dense).
 template <typename T>
-cudaError_t launch_grouped_conv_forward(const T* x_nhwc, const T* weight_krsc, const T* bias, const int64_t* order,
-                                        const int64_t* offsets, T* out, OutStrides out_strides, const ConvShape& shape,
-                                        KernelChoice choice, cudaStream_t stream);
+cudaError_t launch_grouped_conv_forward(const T* x_nhwc, const T* weight_krsc, int64_t weight_group_stride,
+                                        const T* bias, const int64_t* order, const int64_t* offsets, T* out,
+                                        OutStrides out_strides, const ConvShape& shape, KernelChoice choice,
+                                        cudaStream_t stream);
 
-// grad_x[b] = conv_transpose2d(grad_out[b], weight[g(b)]).
+// grad_x[b] = conv_transpose2d(grad_out[b], weight[g(b)]); the weight as the forward reads it.
 template <typename T>
-cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* weight_crsk, const int64_t* order,
+cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* weight_krsc,
+                                               int64_t weight_group_stride, const int64_t* order,
                                                const int64_t* offsets, T* grad_x, OutStrides grad_x_strides,
                                                const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
 
@@ -77,8 +81,9 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* 
 template <typename T>
 size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& shape, KernelChoice choice);
 
-// grad_weight[g] = sum over the samples b of group g of grad_out[b] (x) im2col(x[b]); every element
-// is written (groups without samples get zeros). Bitwise reproducible: no atomics.
+// grad_weight[g] = sum over the samples b of group g of grad_out[b] (x) im2col(x[b]), written in
+// memory order [G, Cout, kh, kw, Cin]; every element is written (groups without samples get zeros).
+// Bitwise reproducible: no atomics.
 template <typename T>
 cudaError_t launch_grouped_conv_backward_weight(const T* grad_out_nhwc, const T* x_nhwc, const int64_t* order,
                                                 const int64_t* offsets, T* grad_weight, void* workspace,

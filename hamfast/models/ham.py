@@ -29,7 +29,7 @@ from hamfast.patterns import all_patterns, code_to_mu, pattern_code
 
 Tensor = torch.Tensor
 
-__all__ = ["HAM", "BACKENDS", "NORMS"]
+__all__ = ["HAM", "BACKENDS", "NORMS", "output_placement", "split_parameters"]
 
 BACKENDS = {"fused": ops.grouped_conv2d, "reference": ops.grouped_conv2d_reference}
 NORMS = ("per-pattern", "shared")
@@ -58,6 +58,72 @@ def _template_layout(template: CBRTiny) -> tuple[list[tuple[str, tuple[int, ...]
             values.append(param.detach().flatten())
             spreads.append(torch.full((param.numel(),), INIT_SPREAD * scale))
     return layout, torch.cat(values), torch.cat(spreads)
+
+
+# Elements: every generated tensor starts a multiple of 32 bytes (float32) into h's output, and one
+# pattern's output row spans a multiple of it, so the CUDA kernels read each pattern's weights in
+# place with 16-byte copies (bf16 / f16 too).
+ALIGN = 8
+
+
+def _slots(layout: list[tuple[str, tuple[int, ...]]]) -> tuple[list[int], int]:
+    """Where each tensor of ``layout`` starts in h's output, and the output width P' (>= P)."""
+    starts, end = [], 0
+    for _, shape in layout:
+        start = -(-end // ALIGN) * ALIGN
+        starts.append(start)
+        end = start + math.prod(shape)
+    return starts, -(-end // ALIGN) * ALIGN
+
+
+def output_placement(layout: list[tuple[str, tuple[int, ...]]]) -> tuple[Tensor, int]:
+    """Where the hypernetwork emits each generated parameter.
+
+    Conv weights ``[Cout, Cin, kh, kw]`` are emitted Cin-fastest, i.e. in the ``[Cout, kh, kw, Cin]``
+    order the CUDA kernels read (forward and grad-input) and write (grad-weight), so a generated
+    weight needs no per-call permute; every other tensor keeps PyTorch's order. Each tensor starts
+    at a multiple of :data:`ALIGN` and the unused outputs in between stay zero.
+
+    Returns:
+        ``placement`` int64 [P]: the output index of each parameter, the parameters flattened in
+        PyTorch's order (``layout``'s tensors, each row-major, one after another); and the output
+        width P'.
+    """
+    starts, width = _slots(layout)
+    parts = []
+    for (_, shape), start in zip(layout, starts):
+        numel = math.prod(shape)
+        position = torch.arange(numel, device="cpu") + start  # emitted order: output start + i holds element i
+        if len(shape) == 4:
+            cout, cin, kh, kw = shape
+            position = position.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2)  # indexed in PyTorch's order
+        parts.append(position.flatten())
+    return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device="cpu")), width
+
+
+def split_parameters(flat: Tensor, layout: list[tuple[str, tuple[int, ...]]]) -> dict[str, Tensor]:
+    """The hypernetwork's output ``flat`` [G, P'] (placed by :func:`output_placement`) as
+    ``{name: [G, *shape]}`` views, no data copied.
+
+    Conv weights come out as ``[G, Cout, Cin, kh, kw]`` whose memory is ``[Cout, kh, kw, Cin]`` per
+    pattern, the patterns P' elements apart: what the CUDA kernels read in place.
+    """
+    starts, width = _slots(layout)
+    # One split (gaps included) rather than a slice per tensor: its backward is one concatenation,
+    # where a slice's backward would fill and add a zero [G, P'] gradient per tensor.
+    chunks, end = [], 0
+    for (_, shape), start in zip(layout, starts):
+        chunks += [start - end, math.prod(shape)]
+        end = start + math.prod(shape)
+    parts = flat.split(chunks + [width - end], dim=1)[1::2]
+    params = {}
+    for (name, shape), part in zip(layout, parts):
+        if len(shape) == 4:
+            cout, cin, kh, kw = shape
+            params[name] = part.reshape(flat.shape[0], cout, kh, kw, cin).permute(0, 1, 4, 2, 3)
+        else:
+            params[name] = part.reshape((flat.shape[0],) + shape)
+    return params
 
 
 class HAM(nn.Module):
@@ -116,9 +182,10 @@ class HAM(nn.Module):
         self.hidden = int(hidden)
         self.backend = backend
         self.layout, base, spread = _template_layout(template)
+        placement, width = output_placement(self.layout)
         self.hypernet = HyperNetwork(
             self.in_channels, base.numel(), hidden=self.hidden, num_layers=HYPER_LAYERS, base=base,
-            spread=None if frozen else spread,
+            spread=None if frozen else spread, placement=placement, width=width,
         )
         self.frozen = bool(frozen)
         if self.frozen:
@@ -139,11 +206,7 @@ class HAM(nn.Module):
         """
         weight = self.hypernet.out.weight
         flat = self.hypernet(torch.as_tensor(mu, device=weight.device).to(weight.dtype))  # [G, P]
-        sizes = [math.prod(shape) for _, shape in self.layout]
-        return {
-            name: part.reshape((flat.shape[0],) + shape)
-            for (name, shape), part in zip(self.layout, flat.split(sizes, dim=1))
-        }
+        return split_parameters(flat, self.layout)
 
     @torch.no_grad()
     def diagnostics(self) -> dict:

@@ -27,6 +27,11 @@ class HyperNetwork(nn.Module):
         spread: float [P] or None, per-output scale of the last layer's initial weight:
             ``weight[p, j] ~ U(-spread[p], spread[p])``. None gives zeros (every pattern starts at
             ``base``).
+        placement: int64 [P] or None: parameter p is output ``placement[p]`` of the last layer, whose
+            ``width`` outputs the others leave zero and unused (the caller's memory layout, e.g.
+            aligned and permuted for the kernels). The initial values are drawn in parameter order
+            either way, so a seed gives the same parameters whatever the placement. None: output p.
+        width: the last layer's outputs when ``placement`` is given (> every placement).
     """
 
     def __init__(
@@ -37,6 +42,8 @@ class HyperNetwork(nn.Module):
         num_layers: int = 4,
         base: Tensor | None = None,
         spread: Tensor | None = None,
+        placement: Tensor | None = None,
+        width: int | None = None,
     ):
         super().__init__()
         if num_layers < 2:
@@ -58,7 +65,19 @@ class HyperNetwork(nn.Module):
                 self.out.weight.zero_()
             else:
                 self.out.weight.uniform_(-1.0, 1.0).mul_(spread[:, None])
+        if placement is not None:
+            if width is None or tuple(placement.shape) != (out_features,) or (
+                out_features and placement.device.type != "meta"
+                and not 0 <= int(placement.min()) <= int(placement.max()) < width
+            ):
+                raise ValueError(f"placement must be [{out_features}] positions below width, got "
+                                 f"{tuple(placement.shape)} and width {width}")
+            placement = placement.to(self.out.weight.device)
+            placed = nn.Linear(hidden, width, device="meta")
+            placed.weight = nn.Parameter(self.out.weight.new_zeros(width, hidden).index_copy_(0, placement, self.out.weight))
+            placed.bias = nn.Parameter(self.out.bias.new_zeros(width).index_copy_(0, placement, self.out.bias))
+            self.out = placed
 
     def forward(self, mu: Tensor) -> Tensor:
-        """``mu`` float [G, in_features] -> flat parameters [G, out_features]."""
+        """``mu`` float [G, in_features] -> flat parameters [G, out_features] (or [G, width], placed)."""
         return self.out(self.body(mu))

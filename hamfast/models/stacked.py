@@ -23,7 +23,6 @@ FeatImpute, the auxiliary loss of each model present (dict ``r -> scalar``).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 from hamfast import ops
 from hamfast.models.cbrtiny import CBRTiny, CBRTrunk
 from hamfast.models.featimpute import FeatImpute
-from hamfast.models.ham import BACKENDS, HAM
+from hamfast.models.ham import BACKENDS, HAM, split_parameters
 from hamfast.models.inputs import POOL_KERNEL, POOL_STRIDE, as_available, check_input, mask_missing
 from hamfast.models.pattern_norm import PatternBatchNorm
 from hamfast.patterns import code_to_mu, pattern_code
@@ -327,12 +326,7 @@ class StackedHAM(_Stacked):
                     h = F.relu(h)
             parts.append(h)
             start += count
-        flat = torch.cat(parts)  # [G, P]
-        sizes = [math.prod(shape) for _, shape in self.layout]
-        return {
-            name: part.reshape((flat.shape[0],) + shape)
-            for (name, shape), part in zip(self.layout, flat.split(sizes, dim=1))
-        }
+        return split_parameters(torch.cat(parts), self.layout)  # from [G, P]
 
     def forward(self, x: Tensor, available: Tensor, model: Tensor) -> tuple[Tensor, None]:
         check_input(x, self.in_channels, len(self.widths), self.kernel_size)

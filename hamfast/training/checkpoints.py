@@ -10,12 +10,16 @@ import torch
 from torch import nn
 
 from hamfast.files import write_atomic
+from hamfast.models.ham import HAM, output_placement
 from hamfast.training.divergence import nonfinite_tensors
 from hamfast.training.trainer import TrainConfig, TrainResult, build_from_config
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint"]
 
-CHECKPOINT_FORMAT = "hamfast.checkpoint/1"
+CHECKPOINT_FORMAT = "hamfast.checkpoint/2"
+# Format 1 (hamfast <= 0.1) stored HAM's hypernetwork outputs in PyTorch's parameter order; format 2
+# places them for the kernels (hamfast.models.ham.output_placement). Both load.
+_FORMAT_1 = "hamfast.checkpoint/1"
 
 
 class CheckpointError(ValueError):
@@ -80,7 +84,7 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
     except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError, ... for bytes it cannot parse
         raise CheckpointError(f"checkpoint {name} is not a hamfast checkpoint or is damaged "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, _FORMAT_1):
         raise CheckpointError(f"checkpoint {name} is not a hamfast checkpoint (no format {CHECKPOINT_FORMAT!r})")
     missing = [key for key in ("config", "history", "state_dict") if not isinstance(payload.get(key), dict)]
     if missing:
@@ -92,6 +96,8 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {name} has an invalid config: {_first_line(exc)}") from None
     state = payload["state_dict"]
+    if payload["format"] == _FORMAT_1:
+        state = _place_format_1_hypernet(config, state)
     misfit = _shape_problem(shapes, state)
     if misfit:
         raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
@@ -107,6 +113,23 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
         raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
                               f"widths {list(config.widths)}): {_state_dict_problem(exc)}") from None
     return TrainResult(model.to(map_location).eval(), config, payload["history"])
+
+
+def _place_format_1_hypernet(config: TrainConfig, state: dict) -> dict:
+    """A format-1 HAM state with its hypernetwork's output rows (PyTorch's parameter order) placed as
+    format 2 places them; a state that does not fit is left for the shape check to name."""
+    with torch.device("meta"):
+        model = build_from_config(config)
+    if not isinstance(model, HAM):
+        return state
+    placement, width = output_placement(model.layout)
+    state = dict(state)
+    for key in ("hypernet.out.weight", "hypernet.out.bias"):
+        old = state.get(key)
+        if not isinstance(old, torch.Tensor) or old.dim() < 1 or old.shape[0] != placement.numel():
+            return state
+        state[key] = old.new_zeros((width,) + tuple(old.shape[1:])).index_copy_(0, placement, old)
+    return state
 
 
 def _shape_problem(expected: dict, state: dict) -> str:

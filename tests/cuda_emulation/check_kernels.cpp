@@ -97,6 +97,7 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
   const int B = int(c.group.size()), G = c.groups, Cin = c.cin, Cout = c.cout, H = c.h, W = c.w, K = c.k;
   const int OH = (H + 2 * c.pad - K) / c.stride + 1, OW = (W + 2 * c.pad - K) / c.stride + 1;
   std::mt19937 rng(seed);
+  const bool variant_pad = seed % 2 == 0;  // every other path reads group-strided weights
   std::uniform_int_distribution<int> dist(-range, range);
   auto fill = [&](size_t n) {
     std::vector<int64_t> v(n);
@@ -128,8 +129,11 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
           out_ref[oi(b, co, oh, ow)] = acc;
         }
   }
-  // Kernel layouts: NHWC activations, [G, Cout, kh, kw, Cin] and [G, Cin, kh, kw, Cout] weights.
-  std::vector<T> x_nhwc(x.size()), dy_nhwc(dy.size()), w_krsc(wt.size()), w_crsk(wt.size()), bias_t(bias.size());
+  // Kernel layouts: NHWC activations, [G, Cout, kh, kw, Cin] weights (forward and grad-input read
+  // them; grad-weight writes that layout, dense). The weights read lie `wstride` elements apart per
+  // group: dense, or padded by 8 elements (HAM's rows of one [G, P'] output), poison in the gaps.
+  const int64_t dense = int64_t(Cout) * K * K * Cin, wstride = dense + (variant_pad ? 8 : 0);
+  std::vector<T> x_nhwc(x.size()), dy_nhwc(dy.size()), w_krsc(size_t(G) * wstride, poison<T>()), bias_t(bias.size());
   for (int b = 0; b < B; ++b)
     for (int ci = 0; ci < Cin; ++ci)
       for (int y = 0; y < H; ++y)
@@ -142,9 +146,7 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
       for (int ci = 0; ci < Cin; ++ci)
         for (int r = 0; r < K; ++r)
           for (int s = 0; s < K; ++s) {
-            const T v = from_int<T>(wt[wi(g, co, ci, r, s)]);
-            w_krsc[(((size_t(g) * Cout + co) * K + r) * K + s) * Cin + ci] = v;
-            w_crsk[(((size_t(g) * Cin + ci) * K + r) * K + s) * Cout + co] = v;
+            w_krsc[size_t(g) * wstride + ((size_t(co) * K + r) * K + s) * Cin + ci] = from_int<T>(wt[wi(g, co, ci, r, s)]);
           }
   for (size_t i = 0; i < bias.size(); ++i) bias_t[i] = from_int<T>(bias[i]);
 
@@ -166,12 +168,12 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
     return nhwc_out ? OutStrides{int64_t(channels) * pixels, 1, channels} : OutStrides{int64_t(channels) * pixels, pixels, 1};
   };
   char label[160];
-  std::snprintf(label, sizeof(label), "%s | %s %s split%d %s", c.name.c_str(), path, tensor_core ? tile_name(tile) : "simt",
-                split_k, nhwc_out ? "NHWC" : "NCHW");
+  std::snprintf(label, sizeof(label), "%s | %s %s split%d %s%s", c.name.c_str(), path, tensor_core ? tile_name(tile) : "simt",
+                split_k, nhwc_out ? "NHWC" : "NCHW", variant_pad ? " wpad" : "");
 
   std::vector<T> out(out_ref.size(), poison<T>());
   const auto copies_fwd = copy_counts();
-  int st = launch_grouped_conv_forward<T>(x_nhwc.data(), w_krsc.data(), bias_t.data(), plan.order.data(),
+  int st = launch_grouped_conv_forward<T>(x_nhwc.data(), w_krsc.data(), wstride, bias_t.data(), plan.order.data(),
                                           plan.offsets.data(), out.data(), strides(Cout, OH * OW), shape, choice, nullptr);
   if (st) std::printf("launch error %d\n", st), ++failures;
   compare(std::string(label) + " forward", out, expect(out_ref, Cout, OH * OW, nhwc_out));
@@ -179,7 +181,7 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
   const std::string width_fwd = copy_widths_since(copies_fwd);
   std::vector<T> gx(gx_ref.size(), poison<T>());
   const auto copies_gx = copy_counts();
-  st = launch_grouped_conv_backward_input<T>(dy_nhwc.data(), w_crsk.data(), plan.order.data(), plan.offsets.data(),
+  st = launch_grouped_conv_backward_input<T>(dy_nhwc.data(), w_krsc.data(), wstride, plan.order.data(), plan.offsets.data(),
                                              gx.data(), strides(Cin, H * W), shape, choice, nullptr);
   if (st) std::printf("launch error %d\n", st), ++failures;
   compare(std::string(label) + " grad-input", gx, expect(gx_ref, Cin, H * W, nhwc_out));
@@ -197,8 +199,13 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
   const long gw_launches = g_launch_count - launches_before;
   const std::string width_gw = copy_widths_since(copies_gw);
   if (st) std::printf("launch error %d\n", st), ++failures;
-  std::vector<T> gw_want(gw_ref.size());
-  for (size_t i = 0; i < gw_ref.size(); ++i) gw_want[i] = from_int<T>(gw_ref[i]);
+  std::vector<T> gw_want(gw_ref.size());  // in the weights' KRSC layout
+  for (int g = 0; g < G; ++g)
+    for (int co = 0; co < Cout; ++co)
+      for (int ci = 0; ci < Cin; ++ci)
+        for (int r = 0; r < K; ++r)
+          for (int s = 0; s < K; ++s)
+            gw_want[(((size_t(g) * Cout + co) * K + r) * K + s) * Cin + ci] = from_int<T>(gw_ref[wi(g, co, ci, r, s)]);
   compare(std::string(label) + " grad-weight", gw, gw_want);
   std::fill(ws.begin(), ws.end(), 0x7F);
   launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
@@ -232,7 +239,7 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
   // filling 8 bytes (Cin = 4), else element-wise; "-" where a pass copied nothing.
   const int e = int(sizeof(T));
   auto width_ok = [](const std::string& seen, int want) { return seen == "-" || seen == std::to_string(want); };
-  const bool widths = width_ok(width_fwd, want_copy_bytes(e, Cin, Cin)) && width_ok(width_gx, want_copy_bytes(e, Cout, Cout)) &&
+  const bool widths = width_ok(width_fwd, want_copy_bytes(e, Cin, Cin)) && width_ok(width_gx, want_copy_bytes(e, Cout, Cin)) &&
                       width_ok(width_gw, want_copy_bytes(e, Cin, Cout));
   check(std::string(label) + " copy bytes", widths,
         "forward " + width_fwd + " grad-input " + width_gx + " grad-weight " + width_gw);
@@ -273,9 +280,9 @@ void run_malformed(bool tensor_core) {
         std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(s, choice));
         const OutStrides os{int64_t(Cout) * OH * OW, OH * OW, 1}, is{int64_t(Cin) * H * W, 1, Cin};
         const std::vector<int64_t> o(off), r(ord);  // exact-size heap copies
-        int st = launch_grouped_conv_forward<T>(x.data(), w.data(), bias.data(), r.data(), o.data(), out.data(), os, s,
+        int st = launch_grouped_conv_forward<T>(x.data(), w.data(), int64_t(Cout) * K * K * Cin, bias.data(), r.data(), o.data(), out.data(), os, s,
                                                 choice, nullptr);
-        st |= launch_grouped_conv_backward_input<T>(dy.data(), w.data(), r.data(), o.data(), gx.data(), is, s, choice,
+        st |= launch_grouped_conv_backward_input<T>(dy.data(), w.data(), int64_t(Cout) * K * K * Cin, r.data(), o.data(), gx.data(), is, s, choice,
                                                     nullptr);
         st |= launch_grouped_conv_backward_weight<T>(dy.data(), x.data(), r.data(), o.data(), gw.data(), ws.data(), s,
                                                      choice, nullptr);
