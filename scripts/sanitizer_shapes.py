@@ -5,7 +5,9 @@ shapes for every tile (128x128, 128x64, 64x64) with split-K 1 and 3, every dtype
 and exact SIMT, float64 SIMT, bfloat16, float16 on tensor cores), Cin 4 (element-wise loads for
 16-bit) and 8 (16-byte cp.async), each forced with HAMFAST_DISPATCH_OVERRIDE (autotune off), so
 `compute-sanitizer --tool racecheck|synccheck python scripts/sanitizer_shapes.py` checks every
-kernel instantiation the dispatcher can pick. K = 25 * Cin >= 100 gives >= 4 k-tiles, so the
+kernel instantiation the dispatcher can pick. With Cin 8 the weights are laid out as HAM generates
+them ([Cout, kh, kw, Cin] memory per group, the groups 8 elements further apart than dense), so the
+kernels read them in place through the group stride; with Cin 4 they are contiguous (copied once). K = 25 * Cin >= 100 gives >= 4 k-tiles, so the
 cp.async pipeline wraps around its stages. Prints one line per configuration and "sanitizer shapes
 ok: N configurations" at the end; exits 1 if any result is wrong (checked against the reference).
 
@@ -27,6 +29,15 @@ DTYPES = (("tf32", "float32", True, "tensor_core"), ("float32", "float32", False
           ("float64", "float64", False, "simt"), ("bf16", "bfloat16", None, "tensor_core"),
           ("f16", "float16", None, "tensor_core"))
 CINS = (4, 8)
+
+
+def placed(w):
+    """``w`` [G, Cout, Cin, kh, kw] with the same values in HAM's memory layout (a leaf for autograd)."""
+    g, cout, cin, kh, kw = w.shape
+    n = cout * kh * kw * cin
+    rows = w.new_zeros(g, n + 8)
+    rows[:, :n] = w.permute(0, 1, 3, 4, 2).reshape(g, n)
+    return rows[:, :n].view(g, cout, kh, kw, cin).permute(0, 1, 4, 2, 3).detach()
 
 
 def configurations() -> list[tuple[str, str, int, str]]:
@@ -69,7 +80,8 @@ def main(argv=None) -> int:
         os.environ["HAMFAST_DISPATCH_OVERRIDE"] = override
         # Small integers: every sum is exact in each dtype, so the result must equal the reference.
         x = torch.randint(-2, 3, (5, cin, 12, 12), generator=gen).to(args.device, dtype).requires_grad_()
-        w = torch.randint(-2, 3, (3, 24, cin, 5, 5), generator=gen).to(args.device, dtype).requires_grad_()
+        w = torch.randint(-2, 3, (3, 24, cin, 5, 5), generator=gen).to(args.device, dtype)
+        w = (placed(w) if cin == 8 else w).requires_grad_()
         b = torch.randint(-2, 3, (3, 24), generator=gen).to(args.device, dtype).requires_grad_()
         g = group.to(args.device)
         dy = torch.randint(-1, 2, (5, 24, 8, 8), generator=gen).to(args.device, dtype)
