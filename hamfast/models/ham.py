@@ -89,15 +89,10 @@ def output_placement(layout: list[tuple[str, tuple[int, ...]]]) -> tuple[Tensor,
         PyTorch's order (``layout``'s tensors, each row-major, one after another); and the output
         width P'.
     """
-    starts, width = _slots(layout)
-    parts = []
-    for (_, shape), start in zip(layout, starts):
-        numel = math.prod(shape)
-        position = torch.arange(numel, device="cpu") + start  # emitted order: output start + i holds element i
-        if len(shape) == 4:
-            cout, cin, kh, kw = shape
-            position = position.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2)  # indexed in PyTorch's order
-        parts.append(position.flatten())
+    _, width = _slots(layout)
+    # split_parameters is the one place that knows the layout: ask it where each element sits.
+    index = split_parameters(torch.arange(width, device="cpu")[None], layout)
+    parts = [t[0].flatten() for t in index.values()]
     return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device="cpu")), width
 
 

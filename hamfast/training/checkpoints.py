@@ -92,12 +92,13 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
     try:
         config = TrainConfig.from_dict(payload["config"])
         with torch.device("meta"):  # shapes only: nothing is allocated before the weights are known to fit
-            shapes = {key: tuple(t.shape) for key, t in build_from_config(config).state_dict().items()}
+            template = build_from_config(config)
+        shapes = {key: tuple(t.shape) for key, t in template.state_dict().items()}
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {name} has an invalid config: {_first_line(exc)}") from None
     state = payload["state_dict"]
-    if payload["format"] == _FORMAT_1:
-        state = _place_format_1_hypernet(config, state)
+    if payload["format"] == _FORMAT_1 and isinstance(template, HAM):
+        state = _place_format_1_hypernet(template, state)
     misfit = _shape_problem(shapes, state)
     if misfit:
         raise CheckpointError(f"checkpoint {name}: its weights do not fit its config (method {config.method}, "
@@ -115,13 +116,9 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> TrainR
     return TrainResult(model.to(map_location).eval(), config, payload["history"])
 
 
-def _place_format_1_hypernet(config: TrainConfig, state: dict) -> dict:
+def _place_format_1_hypernet(model: HAM, state: dict) -> dict:
     """A format-1 HAM state with its hypernetwork's output rows (PyTorch's parameter order) placed as
     format 2 places them; a state that does not fit is left for the shape check to name."""
-    with torch.device("meta"):
-        model = build_from_config(config)
-    if not isinstance(model, HAM):
-        return state
     placement, width = output_placement(model.layout)
     state = dict(state)
     for key in ("hypernet.out.weight", "hypernet.out.bias"):
