@@ -229,6 +229,16 @@ TORCH_LIBRARY(hamfast, m) {
   m.def(
       "grouped_conv2d_backward(Tensor grad_out, Tensor? x, Tensor? weight, Tensor order, Tensor offsets, "
       "int[] input_size, int[] weight_size, int stride, int padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The forward, also returning x in channels_last (NHWC) memory for autograd to save in place of x:
+  // on CUDA the copy the own forward kernel reads anyway, so the backward's own-kernel grad-weight
+  // reads it instead of copying x again. hamfast.ops calls it when grouped_conv2d_saves_input_nhwc
+  // says so (never on the CPU, whose kernels take x as given); the second result never aliases x.
+  m.def(
+      "grouped_conv2d_saving_input(Tensor x, Tensor weight, Tensor? bias, Tensor order, Tensor offsets, int stride, "
+      "int padding) -> (Tensor, Tensor)");
+  // Whether that saves a copy for this call (cuda::saves_input_nhwc: shapes, dtype and the autotune
+  // cache, no sync); false on the CPU.
+  m.def("grouped_conv2d_saves_input_nhwc(Tensor x, Tensor weight, int stride, int padding) -> bool");
   m.def("nhwc_copies() -> int", [] { return nhwc_copies(); });
   m.def("weight_copies() -> int", [] { return weight_copies(); });
   m.def("built_with_cuda() -> bool", &built_with_cuda);

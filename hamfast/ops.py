@@ -335,7 +335,28 @@ def grouped_conv2d(
     if reason is not None:
         _extension.warn_fallback(reason)
         return _reference_with_plan(x, weight, bias, plan, stride, padding)
+    if _saves_input_nhwc(x, weight, stride, padding):
+        out, _ = torch.ops.hamfast.grouped_conv2d_saving_input(
+            x, weight, bias, plan.order, plan.offsets, int(stride), int(padding)
+        )
+        return out
     return torch.ops.hamfast.grouped_conv2d(x, weight, bias, plan.order, plan.offsets, int(stride), int(padding))
+
+
+def _saves_input_nhwc(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
+    """Whether the forward should hand its NHWC copy of ``x`` to autograd (the op
+    ``grouped_conv2d_saving_input``), so that the backward's grad-weight does not copy ``x`` again.
+
+    Only when the weight gradient will be computed (grad mode on, ``weight`` requiring grad), outside
+    ``torch.compile`` tracing, for an ``x`` not channels_last already, and when the device's
+    decisions say that forward and grad-weight both read NHWC (``cuda::saves_input_nhwc``; always
+    false on the CPU).
+    """
+    if not (weight.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+        return False
+    if x.device.type != "cuda" or x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return bool(torch.ops.hamfast.grouped_conv2d_saves_input_nhwc(x, weight, int(stride), int(padding)))
 
 
 def _fallback_reason(x: Tensor) -> Optional[str]:
@@ -538,19 +559,40 @@ if _extension.available():
             grad_out.new_empty((weight_size[0], grad_out.shape[1])) if output_mask[2] else None,
         )
 
-    def _setup_context(ctx, inputs, output):
+    @torch.library.register_fake("hamfast::grouped_conv2d_saving_input")
+    def _saving_input_fake(x, weight, bias, order, offsets, stride, padding):
+        out = _grouped_conv2d_fake(x, weight, bias, order, offsets, stride, padding)
+        return out, torch.empty_like(x, memory_format=torch.channels_last)
+
+    def _memory_format(t: Tensor) -> torch.memory_format:
+        """channels_last for a tensor in that memory only (not also contiguous), else contiguous."""
+        if t.is_contiguous() or not t.is_contiguous(memory_format=torch.channels_last):
+            return torch.contiguous_format
+        return torch.channels_last
+
+    def _setup_context(ctx, inputs, output, saved_x=None):
         x, weight, bias, order, offsets, stride, padding = inputs
         x_needs, weight_needs, bias_needs = ctx.needs_input_grad[:3]
+        # saved_x: the NHWC copy of x the forward made (grouped_conv2d_saving_input), read by the
+        # backward's grad-weight in place of x.
         ctx.save_for_backward(
-            x if weight_needs else None, weight if x_needs else None, order, offsets
+            (x if saved_x is None else saved_x) if weight_needs else None, weight if x_needs else None, order, offsets
         )
         ctx.input_size = list(x.shape)
         ctx.weight_size = list(weight.shape)
         ctx.stride, ctx.padding = stride, padding
+        ctx.dy_format = _memory_format(x)
+
+    def _setup_context_saving(ctx, inputs, output):
+        out, x_nhwc = output
+        ctx.mark_non_differentiable(x_nhwc)
+        _setup_context(ctx, inputs, out, saved_x=x_nhwc)
 
     def _backward(ctx, grad_out):
         x, weight, order, offsets = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        # In x's memory format (the output's): a channels_last network's dy is then no copy here and
+        # none in the CUDA backward (which reads NHWC), and grad_x comes back channels_last like x.
+        grad_out = grad_out.contiguous(memory_format=ctx.dy_format)
         # One call for the three passes, so that CUDA converts grad_out to NHWC once for grad-input and
         # grad-weight (plan_backward_layouts); the bias gradient is one deterministic kernel on CUDA
         # (per (group, channel) sums, rounded once). Each result is bitwise the separate op's.
@@ -562,7 +604,13 @@ if _extension.available():
         )
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
+    def _backward_saving(ctx, grad_out, _grad_x_nhwc):
+        return _backward(ctx, grad_out)
+
     torch.library.register_autograd("hamfast::grouped_conv2d", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "hamfast::grouped_conv2d_saving_input", _backward_saving, setup_context=_setup_context_saving
+    )
 
     # Autocast: the forward runs in the autocast dtype, as F.conv2d does; inside, autocast is off, so the
     # ATen convolutions of the CPU kernels run in the dtype they are given. The backward ops get
@@ -585,6 +633,7 @@ if _extension.available():
 
     _autocast_lib = torch.library.Library("hamfast", "IMPL")
     _register_autocast("grouped_conv2d", cast=True)
+    _register_autocast("grouped_conv2d_saving_input", cast=True)
     _register_autocast("grouped_conv2d_backward_input", cast=False)
     _register_autocast("grouped_conv2d_backward_weight", cast=False)
     _register_autocast("grouped_conv2d_backward_bias", cast=False)

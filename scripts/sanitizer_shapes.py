@@ -8,8 +8,11 @@ and exact SIMT, float64 SIMT, bfloat16, float16 on tensor cores), Cin 4 (element
 kernel instantiation the dispatcher can pick. With Cin 8 the weights are laid out as HAM generates
 them ([Cout, kh, kw, Cin] memory per group, the groups 8 elements further apart than dense), so the
 kernels read them in place through the group stride; with Cin 4 they are contiguous (copied once).
-K = 25 * Cin >= 100 gives >= 4 k-tiles, so the cp.async pipeline wraps around its stages. Prints one line per configuration and "sanitizer shapes
-ok: N configurations" at the end; exits 1 if any result is wrong (checked against the reference).
+K = 25 * Cin >= 100 gives >= 4 k-tiles, so the cp.async pipeline wraps around its stages. With
+every gradient asked for, the forward keeps its NHWC x for the backward and grad-weight also sums
+the bias gradient (its shared-memory tree included). Prints one line per configuration and
+"sanitizer shapes ok: N configurations" at the end; exits 1 if any result is wrong (checked
+against the reference).
 
     python scripts/sanitizer_shapes.py [--device cuda|cpu] [--list]
 """

@@ -7,6 +7,7 @@ all passes (forward, grad-input, grad-weight, grad-bias) on every precision path
 float32 SIMT, TF32, bf16, f16 tensor cores) with small-integer inputs, so every sum is exact, and
 compares BITWISE with direct convolution loops. This proves tiling, the tile-to-group map, the
 operand iterators, the mma fragment indexing, split-K, the direct grad-weight write at split-K 1,
+the bias gradient fused into grad-weight,
 the copy width each pass uses and the output layouts; it says nothing about speed or real-hardware
 behaviour (timing, memory ordering of cp.async), which the CUDA tests in test_ops.py cover on a GPU.
 """
@@ -26,9 +27,11 @@ EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
 LAUNCH = re.compile(r"(\w+(?:<[^;<>]*>)?)<<<([^,]+), ([^,]+), ([^,]+), ([^>]+)>>>\(([^;]*)\);", re.S)
 CASES = 10  # in check_kernels.cpp
 PATHS = 5  # float64, float32, tf32, bf16, f16
-# Checks per case and path: forward, grad-input, grad-weight, grad-weight again (bitwise
-# reproducible), grad-weight's kernel count and workspace, grad-bias from NCHW and from NHWC dy, copy widths.
-CHECKS = 8
+# Checks per case and path: forward, grad-input, grad-weight, the bias gradient fused into
+# grad-weight, grad-weight again without the bias (the same bits), grad-weight's kernel count and
+# workspace, grad-bias from NCHW and from NHWC dy, copy widths. (No fused bias check where
+# grad-weight runs no kernel: Cin = 0 or Cout = 0.)
+CHECKS = 9
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")
 
 
@@ -97,7 +100,8 @@ def test_zero_sized_channels_and_batch_give_empty_or_bias_results(checker):
     print(result.stdout)
     assert result.returncode == 0, f"exit {result.returncode}: " + result.stdout[-2000:] + result.stderr[-2000:]
     assert "launch error" not in result.stdout
-    assert result.stdout.count("ok   ") == 3 * 3 * PATHS * CHECKS
+    # Zero Cin and zero Cout run no grad-weight kernel (no fused bias check); zero batch does.
+    assert result.stdout.count("ok   ") == 3 * PATHS * ((CHECKS - 1) * 2 + CHECKS)
 
 
 @needs_gxx
@@ -197,3 +201,30 @@ def test_one_backward_call_converts_dy_once_and_nothing_for_cudnn(checker):
     assert rows[(1, 2, 1, 0, 0, 0)] == (1, 1, 2, 2)
     # Everything on cuDNN: no copy (they read NCHW).
     assert rows[(1, 2, 1, 3, 0, 0)][2] == 0
+
+
+@needs_gxx
+def test_forward_saves_its_nhwc_x_only_when_an_own_kernel_grad_weight_will_read_it(checker):
+    """saves_input_nhwc (dispatch.cpp), which decides whether grouped_conv2d hands its NHWC copy of x
+    to autograd: only when forward and grad-weight both run own kernels, grad-weight's choice is
+    settled and x is not channels_last. Then a layer's step makes one copy less (HAM's NCHW layers
+    on the own kernels: 3 -> 2), and never more in any combination."""
+    out = subprocess.run([str(checker), "saved"], capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        head, rest = line.split(": ")
+        rows[tuple(map(int, head.split()))] = tuple(map(int, rest.split()))
+    assert len(rows) == 4 * 4 * 4 * 2 * 2 * 2
+    own = {0, 1}
+    for (pf, pi, pw, pending, x_cl, dy_cl), (saves, copies, without) in rows.items():
+        assert saves == int(pf in own and pw in own and not pending and not x_cl)
+        assert copies == without - saves
+        assert copies <= without
+    # Forward, grad-input and grad-weight on the tensor cores, NCHW x and dy: x once, dy once.
+    assert rows[(0, 0, 0, 0, 0, 0)] == (1, 2, 3)
+    # While grad-weight is still to be measured, nothing is saved (a cuDNN winner reads NCHW).
+    assert rows[(0, 0, 0, 1, 0, 0)] == (0, 3, 3)
+    # Grad-weight on cuDNN: x stays NCHW for it; the forward's copy is not kept.
+    assert rows[(0, 0, 2, 0, 0, 0)] == (0, 2, 2)
+    # Channels_last activations throughout: no copy at all.
+    assert rows[(0, 0, 0, 0, 1, 1)] == (0, 0, 0)

@@ -250,11 +250,25 @@ BackwardResult grouped_conv2d_backward_cpu(const at::Tensor& grad_out, const std
   return r;
 }
 
+// The CPU kernels take x as given, so hamfast.ops never asks for the saving forward here
+// (grouped_conv2d_saves_input_nhwc is false); it still computes what the schema says, for tests.
+std::tuple<at::Tensor, at::Tensor> grouped_conv2d_saving_input_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                                   const std::optional<at::Tensor>& bias,
+                                                                   const at::Tensor& order, const at::Tensor& offsets,
+                                                                   int64_t stride, int64_t padding) {
+  auto out = grouped_conv2d_cpu(x, weight, bias, order, offsets, stride, padding);
+  return {std::move(out), x.clone(at::MemoryFormat::ChannelsLast)};
+}
+
+bool grouped_conv2d_saves_input_nhwc_cpu(const at::Tensor&, const at::Tensor&, int64_t, int64_t) { return false; }
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hamfast, CPU, m) {
   m.impl("grouped_conv2d_backward", &grouped_conv2d_backward_cpu);
   m.impl("grouped_conv2d", &grouped_conv2d_cpu);
+  m.impl("grouped_conv2d_saving_input", &grouped_conv2d_saving_input_cpu);
+  m.impl("grouped_conv2d_saves_input_nhwc", &grouped_conv2d_saves_input_nhwc_cpu);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cpu);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cpu);
   m.impl("grouped_conv2d_backward_bias", &grouped_conv2d_backward_bias_cpu);

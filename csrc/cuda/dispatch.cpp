@@ -308,5 +308,9 @@ int separate_backward_copies(bool grad_input, Path input_path, bool grad_weight,
   return copies;
 }
 
+bool saves_input_nhwc(Path forward_path, Path weight_path, bool weight_measure_first, bool x_channels_last) {
+  return reads_nhwc(forward_path) && reads_nhwc(weight_path) && !weight_measure_first && !x_channels_last;
+}
+
 }  // namespace cuda
 }  // namespace hamfast

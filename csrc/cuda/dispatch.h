@@ -94,6 +94,20 @@ BackwardLayouts plan_backward_layouts(bool grad_input, Path input_path, bool gra
 int separate_backward_copies(bool grad_input, Path input_path, bool grad_weight, Path weight_path,
                              bool dy_channels_last, bool x_channels_last);
 
+// Whether the forward should hand its NHWC copy of x to autograd (grouped_conv2d_saving_input), so
+// that the backward's own-kernel grad-weight reads it instead of copying x again: only when both
+// the forward and grad-weight read NHWC (own kernels), grad-weight's choice is settled (not about to
+// be measured: a cuDNN winner would need NCHW back), and x is not channels_last already (then
+// nothing is copied anyway). Per layer and step that is 2 activation copies instead of 3.
+bool saves_input_nhwc(Path forward_path, Path weight_path, bool weight_measure_first, bool x_channels_last);
+
+// Whether one backward call takes the bias gradient from grad-weight's pass over dy (the own
+// kernels sum the dy tiles they stage) instead of the separate bias kernel: when both gradients are
+// asked for and grad-weight runs on the own kernels (cuDNN computes no grouped bias).
+inline bool fused_bias_gradient(bool grad_bias, bool grad_weight, Path weight_path) {
+  return grad_bias && grad_weight && reads_nhwc(weight_path);
+}
+
 const char* pass_name(PassKind pass);
 const char* precision_name(Precision precision);
 // One line: path, tile / split-K and precision where they apply.

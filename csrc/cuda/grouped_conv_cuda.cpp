@@ -226,9 +226,10 @@ at::Tensor grad_weight_per_group(const at::Tensor& grad_out, const at::Tensor& x
 
 // ---- one pass with a given decision (the autotuner times candidates through these) ----------
 
+// x_nhwc_made: where an own-kernel forward leaves the NHWC x it read (x itself when channels_last).
 at::Tensor run_forward(const Decision& d, const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, const at::Tensor& order, const at::Tensor& offsets,
-                       const ConvGeometry& geo, const cuda::ConvShape& shape) {
+                       const ConvGeometry& geo, const cuda::ConvShape& shape, at::Tensor* x_nhwc_made = nullptr) {
   if (d.path == Path::kCudnnGroupsB || d.path == Path::kCudnnPerGroup) {
     const cuda::CudnnBenchmarkGuard benchmark(d.measured);
     return d.path == Path::kCudnnGroupsB ? forward_groups_b(x, weight, bias, order, offsets, geo)
@@ -237,6 +238,7 @@ at::Tensor run_forward(const Decision& d, const at::Tensor& x, const at::Tensor&
   auto out = at::empty({geo.batch, geo.out_channels, geo.out_height, geo.out_width},
                        x.options().memory_format(x.suggest_memory_format()));
   const auto x_nhwc = to_nhwc(x);
+  if (x_nhwc_made != nullptr) *x_nhwc_made = x_nhwc;
   const auto w_krsc = to_krsc(weight);
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
@@ -278,29 +280,33 @@ at::Tensor run_backward_input(const Decision& d, const at::Tensor& grad_out, con
 }
 
 // dy_nhwc / x_nhwc: already in NHWC (made once per backward call), or undefined (converted here).
+// grad_bias: when given, an own-kernel pass also computes the bias gradient [G, Cout] from the dy
+// tiles it stages (fused: no separate read of dy) and stores it there; a cuDNN pass leaves it undefined.
 at::Tensor run_backward_weight(const Decision& d, const at::Tensor& grad_out, const at::Tensor& x,
                                const at::Tensor& order, const at::Tensor& offsets, at::IntArrayRef weight_size,
                                const ConvGeometry& geo, const cuda::ConvShape& shape,
                                const at::Tensor& dy_nhwc_given = at::Tensor(),
-                               const at::Tensor& x_nhwc_given = at::Tensor()) {
+                               const at::Tensor& x_nhwc_given = at::Tensor(), at::Tensor* grad_bias = nullptr) {
   if (d.path == Path::kCudnnGroupsB || d.path == Path::kCudnnPerGroup) {
     const cuda::CudnnBenchmarkGuard benchmark(d.measured);
     return d.path == Path::kCudnnGroupsB ? grad_weight_groups_b(grad_out, x, order, offsets, weight_size, geo)
                                          : grad_weight_per_group(grad_out, x, order, offsets, weight_size, geo);
   }
   auto grad_weight = krsc_tensor(weight_size, x.options(), false);  // every element is written (GEMM or reduce)
+  if (grad_bias != nullptr) *grad_bias = at::empty({geo.groups, geo.out_channels}, x.options());
   const auto dy_nhwc = dy_nhwc_given.defined() ? dy_nhwc_given : to_nhwc(grad_out);
   const auto x_nhwc = x_nhwc_given.defined() ? x_nhwc_given : to_nhwc(x);
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
   with_kernel_type(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     // Split-K 1 needs no workspace: the GEMM writes grad_weight directly.
-    const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel);
+    const size_t bytes = cuda::grouped_conv_backward_weight_workspace_bytes<T>(shape, d.kernel, grad_bias != nullptr);
     at::Tensor workspace;
     if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
     check_launch(cuda::launch_grouped_conv_backward_weight<T>(
                      cptr<T>(dy_nhwc), cptr<T>(x_nhwc), order_c.const_data_ptr<int64_t>(),
                      offsets_c.const_data_ptr<int64_t>(), mptr<T>(grad_weight),
+                     grad_bias != nullptr ? mptr<T>(*grad_bias) : nullptr,
                      bytes > 0 ? workspace.mutable_data_ptr() : nullptr, shape, d.kernel,
                      at::cuda::getCurrentCUDAStream()),
                  "grad-weight");
@@ -310,8 +316,10 @@ at::Tensor run_backward_weight(const Decision& d, const at::Tensor& grad_out, co
 
 // ---- the ops: the decision (measured on the first call per signature), then the pass ---------
 
-at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
+// x_nhwc_made: as for run_forward (left undefined for a zero-sized call or a cuDNN forward).
+at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding,
+                        at::Tensor* x_nhwc_made = nullptr) {
   const ConvGeometry geo = check_forward_args(x, weight, bias, order, offsets, stride, padding);
   check_cuda_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -319,7 +327,46 @@ at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, co
   const cuda::ConvShape shape = kernel_shape(geo);
   const Decision d = cuda::pick(PassKind::kForward, precision_of(x.scalar_type()), shape, device_info(x),
                                 [&](const Decision& c) { run_forward(c, x, weight, bias, order, offsets, geo, shape); });
-  return run_forward(d, x, weight, bias, order, offsets, geo, shape);
+  return run_forward(d, x, weight, bias, order, offsets, geo, shape, x_nhwc_made);
+}
+
+at::Tensor grouped_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               const at::Tensor& order, const at::Tensor& offsets, int64_t stride, int64_t padding) {
+  return forward_cuda(x, weight, bias, order, offsets, stride, padding);
+}
+
+// The forward and the NHWC x it read, kept for the backward. Should the forward not have made one
+// (a cuDNN forward, or x channels_last already: never asked for by hamfast.ops), it is copied here.
+std::tuple<at::Tensor, at::Tensor> grouped_conv2d_saving_input_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                                    const std::optional<at::Tensor>& bias,
+                                                                    const at::Tensor& order, const at::Tensor& offsets,
+                                                                    int64_t stride, int64_t padding) {
+  at::Tensor x_nhwc;
+  auto out = forward_cuda(x, weight, bias, order, offsets, stride, padding, &x_nhwc);
+  if (!x_nhwc.defined() || x_nhwc.is_same(x)) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    count_nhwc_copy();
+    x_nhwc = x.clone(at::MemoryFormat::ChannelsLast);
+  }
+  return {std::move(out), std::move(x_nhwc)};
+}
+
+// cuda::saves_input_nhwc for this call, from the decisions the forward and grad-weight would take
+// now (the kept measurements or the fixed heuristic): reads shapes and the autotune cache, no sync.
+bool grouped_conv2d_saves_input_nhwc_cuda(const at::Tensor& x, const at::Tensor& weight, int64_t stride,
+                                          int64_t padding) {
+  const ConvGeometry geo = make_geometry(x.sizes(), weight.sizes(), stride, padding);
+  check_cuda_dtype(x);
+  if (has_zero_extent(geo)) return false;
+  const cuda::ConvShape shape = kernel_shape(geo);
+  const cuda::DeviceInfo dev = device_info(x);
+  const Precision precision = precision_of(x.scalar_type());
+  const cuda::Context context = cuda::tune_context();
+  bool forward_first = false, weight_first = false;
+  const Decision forward = cuda::decide(PassKind::kForward, precision, shape, dev, context, &forward_first);
+  const Decision grad_weight = cuda::decide(PassKind::kGradWeight, precision, shape, dev, context, &weight_first);
+  return cuda::saves_input_nhwc(forward.path, grad_weight.path, weight_first,
+                                x.is_contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 at::Tensor grouped_conv2d_backward_input_cuda(const at::Tensor& grad_out, const at::Tensor& weight,
@@ -381,9 +428,11 @@ at::Tensor grouped_conv2d_backward_bias_cuda(const at::Tensor& grad_out, const a
 // grad_x, grad_weight and grad_bias in one call: both GEMM passes decide first (the autotuner
 // measures on the first call per signature, as the separate ops do), then plan_backward_layouts
 // says which NHWC copies to make: dy once for grad-input and grad-weight together, x once for an
-// own-kernel grad-weight, none for a pass on cuDNN (which reads NCHW as before). Every pass runs
-// exactly the computation of its separate op (same decision, same kernel, same output layout), so
-// the results are bitwise those of grouped_conv2d_backward_{input,weight,bias}.
+// own-kernel grad-weight, none for a pass on cuDNN (which reads NCHW as before). grad_x and
+// grad_weight are exactly those of the separate ops (same decision, kernel and output layout), so
+// bitwise equal. grad_bias comes from an own-kernel grad-weight's pass over dy when both are asked
+// for (fused_bias_gradient), else from the bias kernel: both deterministic fp32 / fp64 sums rounded
+// once, in different orders, so they may differ in the last bit.
 BackwardResult grouped_conv2d_backward_cuda(const at::Tensor& grad_out, const std::optional<at::Tensor>& x,
                                             const std::optional<at::Tensor>& weight, const at::Tensor& order,
                                             const at::Tensor& offsets, at::IntArrayRef input_size,
@@ -435,11 +484,14 @@ BackwardResult grouped_conv2d_backward_cuda(const at::Tensor& grad_out, const st
   const at::Tensor x_nhwc = layouts.convert_x ? to_nhwc(*x) : at::Tensor();
   if (gi.run)
     std::get<0>(r) = run_backward_input(gi.d, grad_out, *weight, order, offsets, input_size, gi.geo, gi.shape, dy_nhwc);
+  const bool fuse_bias = cuda::fused_bias_gradient(output_mask[2], gw.run, gw.d.path);
+  at::Tensor fused_bias;
   if (gw.run)
-    std::get<1>(r) =
-        run_backward_weight(gw.d, grad_out, *x, order, offsets, weight_size, gw.geo, gw.shape, dy_nhwc, x_nhwc);
-  // The bias kernel reads grad_out in place (NCHW or NHWC): no copy for it.
-  if (output_mask[2]) std::get<2>(r) = grouped_conv2d_backward_bias_cuda(grad_out, order, offsets, weight_size[0]);
+    std::get<1>(r) = run_backward_weight(gw.d, grad_out, *x, order, offsets, weight_size, gw.geo, gw.shape, dy_nhwc,
+                                         x_nhwc, fuse_bias ? &fused_bias : nullptr);
+  // Else the bias kernel, which reads grad_out in place (NCHW or NHWC): no copy for it.
+  if (output_mask[2])
+    std::get<2>(r) = fuse_bias ? fused_bias : grouped_conv2d_backward_bias_cuda(grad_out, order, offsets, weight_size[0]);
   return r;
 }
 
@@ -481,6 +533,15 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     }
     s << "\n    why: " << d.why << "\n";
   }
+  if (!has_zero_extent(geo)) {
+    bool measure_first = false;
+    const Decision gw = cuda::decide(PassKind::kGradWeight, precision, shape, dev, context, &measure_first);
+    s << "  grad-bias: "
+      << (cuda::fused_bias_gradient(true, true, gw.path)
+              ? "summed in grad-weight's pass over dy (with the weight gradient; else the bias kernel)"
+              : "the bias kernel, one deterministic launch (grad-weight runs on cuDNN)")
+      << "\n";
+  }
   return s.str();
 }
 
@@ -488,6 +549,8 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
 
 TORCH_LIBRARY_IMPL(hamfast, CUDA, m) {
   m.impl("grouped_conv2d", &grouped_conv2d_cuda);
+  m.impl("grouped_conv2d_saving_input", &grouped_conv2d_saving_input_cuda);
+  m.impl("grouped_conv2d_saves_input_nhwc", &grouped_conv2d_saves_input_nhwc_cuda);
   m.impl("grouped_conv2d_backward_input", &grouped_conv2d_backward_input_cuda);
   m.impl("grouped_conv2d_backward_weight", &grouped_conv2d_backward_weight_cuda);
   m.impl("grouped_conv2d_backward_bias", &grouped_conv2d_backward_bias_cuda);

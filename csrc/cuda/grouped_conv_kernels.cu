@@ -8,7 +8,9 @@
 //   grad-weight  M = Cout, N = (r, s, cin), K = (sample, output pixel) of group g; at split_k 1 the
 //                epilogue writes grad_weight (memory [G, Cout, kh, kw, Cin], the weights' layout)
 //                directly, else split_k slices write fp32 partial tiles that a second kernel sums
-//                in fixed order.
+//                in fixed order. With a bias gradient asked for, the blocks of the first N tile
+//                also sum the dy tiles they stage (A's rows per channel): grad_bias comes from the
+//                same pass over dy, no separate read.
 // All three passes use one weight layout, [G, Cout, kh, kw, Cin] (KRSC): forward and grad-input
 // read the same tensor (forward contiguous along K, grad-input along N) and grad-weight writes it
 // row by row, so weights generated in that layout never need a permute. The weights read may lie
@@ -300,6 +302,8 @@ struct GradWeightPass {
     const T* x;         // NHWC
     AccOf<T>* workspace;  // [split_k, G, Cout, kh * kw * Cin]; null at split_k 1
     T* grad_weight;       // memory [G, Cout, kh, kw, Cin]: written here at split_k 1
+    T* grad_bias;         // [G, Cout] or null (no bias gradient): written here at split_k 1
+    AccOf<T>* bias_workspace;  // [split_k, G, Cout] after `workspace`; null at split_k 1 or without bias
     const int64_t* order;
     const int64_t* offsets;
     ConvShape s;
@@ -385,6 +389,22 @@ struct GradWeightPass {
   }
   __device__ static const T* a_base(const Params& p) { return p.grad_out; }
   __device__ static const T* b_base(const Params& p) { return p.x; }
+
+  // The fused bias gradient: the blocks of the first (r, s, c) tile sum their A tiles (dy, one row
+  // per output channel, zeros past the slice's rows) over the reduction, so each (group, Cout
+  // tile, split) sums once. Split 1: grad_bias, rounded once; else its fp32 partial.
+  __device__ static bool sums_a(const Params& p, const Cta& cta) { return p.grad_bias != nullptr && cta.n0 == 0; }
+  template <typename Acc>
+  __device__ static void store_a_sum(const Params& p, const Cta& cta, int m, Acc sum) {
+    const int co = cta.m0 + m;
+    if (co >= p.s.out_channels) return;
+    const int64_t gco = int64_t(cta.group) * p.s.out_channels + co;
+    if (p.split_k == 1) {
+      p.grad_bias[gco] = from_acc<T>(sum);
+      return;
+    }
+    p.bias_workspace[int64_t(cta.split) * p.s.groups * p.s.out_channels + gco] = sum;
+  }
 };
 
 template <typename Pass>
@@ -395,6 +415,43 @@ template <typename T>
 struct CtaOf<GradWeightPass<T>> {
   using type = typename GradWeightPass<T>::Cta;
 };
+
+// Whether a pass may sum its A tiles per row (sums_a / store_a_sum): grad-weight's fused bias.
+template <typename Pass>
+struct SumsA {
+  static constexpr bool value = false;
+};
+template <typename T>
+struct SumsA<GradWeightPass<T>> {
+  static constexpr bool value = true;
+};
+
+// A running sum with Kahan compensation: the fused bias gradient adds one slice sum per BK rows,
+// up to B * pixels / BK of them, so plain fp32 accumulation would lose digits that the separate
+// bias kernel's tree keeps. The order is fixed, so the result is bitwise reproducible.
+template <typename Acc>
+struct CompensatedSum {
+  Acc sum = Acc(0), carry = Acc(0);
+  __device__ void add(Acc v) {
+    const Acc y = v - carry;
+    const Acc t = sum + y;
+    carry = (t - sum) - y;
+    sum = t;
+  }
+};
+
+// This thread's share of one staged A tile's row sums: row (channel) m = tid % BM, the reduction
+// entries lane, lane + lanes, ... (lane = tid / BM); neighbouring threads read neighbouring rows
+// (the A tile is contiguous along M), so the reads are conflict-free.
+template <typename T, typename TA, int BM, int kBK>
+__device__ inline AccOf<T> a_slice_sum(const T* sa) {
+  constexpr int kLanes = kThreads / BM;
+  const int m = int(threadIdx.x) % BM, lane = int(threadIdx.x) / BM;
+  AccOf<T> s = 0;
+#pragma unroll
+  for (int k = lane; k < kBK; k += kLanes) s += AccOf<T>(to_float(sa[TA::at(m, k)]));
+  return s;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Warp-level math on one shared-memory stage. acc[mt][nt][i] is the element (row g + 8 * (i / 2),
@@ -553,6 +610,10 @@ __global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pas
 
   const int warp = threadIdx.x / 32;
   const int wm0 = (warp / kWarpsN) * C::kWarpM, wn0 = (warp % kWarpsN) * C::kWarpN;
+  static_assert(!SumsA<Pass>::value || (kThreads % BM == 0 && !Pass::kAKContig), "row sums need BM | threads");
+  bool sums_a = false;  // uniform over the block
+  if constexpr (SumsA<Pass>::value) sums_a = Pass::sums_a(p, cta);
+  CompensatedSum<Acc> a_sum;
   Acc acc[C::kMT][C::kNT][4];
 #pragma unroll
   for (int mt = 0; mt < C::kMT; ++mt)
@@ -575,6 +636,9 @@ __global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pas
     if (next < k_tiles) load_stage(next % kStages, next);
     cp_async_commit();
     const T* sa = stages + (kt % kStages) * kStageElems;
+    if constexpr (SumsA<Pass>::value) {
+      if (sums_a) a_sum.add(a_slice_sum<T, TA, BM, kBK>(sa));
+    }
     warp_tile_step<T, kTensorCore, TA, TB, C::kMT, C::kNT, kBK>(acc, sa, sa + TA::kSize, wm0, wn0);
   }
   cp_async_wait<0>();
@@ -588,18 +652,39 @@ __global__ void __launch_bounds__(kThreads) grouped_conv_gemm(const typename Pas
       for (int i = 0; i < 4; ++i) {
         Pass::store(p, cta, wm0 + mt * 16 + g + 8 * (i >> 1), wn0 + nt * 8 + 2 * t + (i & 1), acc[mt][nt][i]);
       }
+  if constexpr (SumsA<Pass>::value) {
+    if (sums_a) {
+      // The lanes of each row meet in a fixed tree in the (now idle) stage memory.
+      constexpr int kLanes = kThreads / BM;
+      Acc* partial = reinterpret_cast<Acc*>(smem);
+      __syncthreads();  // every warp is done with the last stage
+      partial[threadIdx.x] = a_sum.sum;
+      __syncthreads();
+#pragma unroll
+      for (int half = kLanes / 2; half >= 1; half /= 2) {
+        if (int(threadIdx.x) / BM < half) partial[threadIdx.x] += partial[threadIdx.x + half * BM];
+        __syncthreads();
+      }
+      if (int(threadIdx.x) < BM) Pass::store_a_sum(p, cta, int(threadIdx.x), partial[threadIdx.x]);
+    }
+  }
 }
 
 // grad_weight[g, co, r, s, c] = sum over splits, in order, of workspace[split, g, co, (r, s, c)]:
-// the same layout, so every read and write is coalesced.
+// the same layout, so every read and write is coalesced. Likewise grad_bias[g, co] from
+// bias_workspace[split, g, co] when bias_per_split > 0 (the fused bias gradient), in the same launch.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split) {
+    reduce_weight_grad(const AccOf<T>* workspace, T* grad_weight, int splits, int64_t per_split,
+                       const AccOf<T>* bias_workspace, T* grad_bias, int64_t bias_per_split) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t idx = int64_t(blockIdx.x) * kThreads + threadIdx.x; idx < per_split; idx += stride) {
+  for (int64_t idx = int64_t(blockIdx.x) * kThreads + threadIdx.x; idx < per_split + bias_per_split; idx += stride) {
+    const bool weight = idx < per_split;
+    const AccOf<T>* src = weight ? workspace + idx : bias_workspace + (idx - per_split);
+    const int64_t step = weight ? per_split : bias_per_split;
     AccOf<T> sum = 0;
-    for (int s = 0; s < splits; ++s) sum += workspace[s * per_split + idx];
-    grad_weight[idx] = from_acc<T>(sum);
+    for (int s = 0; s < splits; ++s) sum += src[s * step];
+    (weight ? grad_weight[idx] : grad_bias[idx - per_split]) = from_acc<T>(sum);
   }
 }
 
@@ -761,15 +846,15 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out, const T* weigh
 }
 
 template <typename T>
-size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& s, KernelChoice choice) {
-  if (choice.split_k <= 1) return 0;  // the GEMM writes grad_weight itself
-  return size_t(choice.split_k) * s.groups * s.out_channels * s.in_channels * s.kernel_h * s.kernel_w *
-         sizeof(AccOf<T>);
+size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& s, KernelChoice choice, bool with_bias) {
+  if (choice.split_k <= 1) return 0;  // the GEMM writes grad_weight (and grad_bias) itself
+  const size_t per_split = size_t(s.groups) * s.out_channels * (size_t(s.in_channels) * s.kernel_h * s.kernel_w + (with_bias ? 1 : 0));
+  return size_t(choice.split_k) * per_split * sizeof(AccOf<T>);
 }
 
 template <typename T>
 cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, const int64_t* order,
-                                                const int64_t* offsets, T* grad_weight, void* workspace,
+                                                const int64_t* offsets, T* grad_weight, T* grad_bias, void* workspace,
                                                 const ConvShape& s, KernelChoice c, cudaStream_t stream) {
   using Pass = GradWeightPass<T>;
   const int64_t pixels = int64_t(s.out_height) * s.out_width;
@@ -784,10 +869,14 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
   const int64_t m_tiles = ceil_div(s.out_channels, bm), n_tiles = ceil_div(depth, bn);
   const int64_t gemm_blocks = int64_t(s.groups) * splits * m_tiles * n_tiles;
   if (gemm_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const int64_t per_split = int64_t(s.groups) * s.out_channels * depth;
+  AccOf<T>* const ws = splits > 1 ? static_cast<AccOf<T>*>(workspace) : nullptr;
   typename Pass::Params p{grad_out,
                           x,
-                          splits > 1 ? static_cast<AccOf<T>*>(workspace) : nullptr,
+                          ws,
                           grad_weight,
+                          grad_bias,
+                          ws != nullptr && grad_bias != nullptr ? ws + splits * per_split : nullptr,
                           order,
                           offsets,
                           s,
@@ -808,10 +897,12 @@ cudaError_t launch_grouped_conv_backward_weight(const T* grad_out, const T* x, c
     default: st = launch_vec<Pass, T, 64, 64>(p, c.tensor_core, bytes, grid, stream); break;
   }
   if (st != cudaSuccess || splits == 1) return st;
-  const int64_t per_split = int64_t(s.groups) * s.out_channels * depth;
-  if (per_split == 0) return cudaSuccess;
-  const unsigned blocks = unsigned(ceil_div(per_split, kThreads) < 4096 ? ceil_div(per_split, kThreads) : 4096);
-  reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split);
+  const int64_t bias_per_split = grad_bias != nullptr ? int64_t(s.groups) * s.out_channels : 0;
+  const int64_t total = per_split + bias_per_split;
+  if (total == 0) return cudaSuccess;
+  const unsigned blocks = unsigned(ceil_div(total, kThreads) < 4096 ? ceil_div(total, kThreads) : 4096);
+  reduce_weight_grad<T><<<blocks, kThreads, 0, stream>>>(p.workspace, grad_weight, splits, per_split,
+                                                         p.bias_workspace, grad_bias, bias_per_split);
   return cudaGetLastError();
 }
 
@@ -842,9 +933,10 @@ cudaError_t launch_grouped_conv_backward_bias(const T* grad_out, OutStrides stri
   template cudaError_t launch_grouped_conv_backward_input<T>(const T*, const T*, int64_t, const int64_t*,           \
                                                              const int64_t*, T*, OutStrides, const ConvShape&,     \
                                                              KernelChoice, cudaStream_t);                          \
-  template size_t grouped_conv_backward_weight_workspace_bytes<T>(const ConvShape&, KernelChoice);                  \
+  template size_t grouped_conv_backward_weight_workspace_bytes<T>(const ConvShape&, KernelChoice, bool);            \
   template cudaError_t launch_grouped_conv_backward_weight<T>(const T*, const T*, const int64_t*, const int64_t*,   \
-                                                              T*, void*, const ConvShape&, KernelChoice, cudaStream_t); \
+                                                              T*, T*, void*, const ConvShape&, KernelChoice,        \
+                                                              cudaStream_t);                                        \
   template cudaError_t launch_grouped_conv_backward_bias<T>(const T*, OutStrides, const int64_t*, const int64_t*, T*, \
                                                             const ConvShape&, cudaStream_t);
 

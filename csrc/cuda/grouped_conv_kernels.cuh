@@ -76,18 +76,22 @@ cudaError_t launch_grouped_conv_backward_input(const T* grad_out_nhwc, const T* 
                                                const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
 
 // Bytes of the fp32 (fp64 for double) workspace of launch_grouped_conv_backward_weight:
-// split_k * G * Cout * Cin * kh * kw accumulators for split_k > 1; 0 for split_k 1 (the GEMM then
-// writes grad_weight directly and `workspace` may be null).
+// split_k * G * Cout * (Cin * kh * kw + with_bias) accumulators for split_k > 1; 0 for split_k 1
+// (the GEMM then writes grad_weight and grad_bias directly and `workspace` may be null).
 template <typename T>
-size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& shape, KernelChoice choice);
+size_t grouped_conv_backward_weight_workspace_bytes(const ConvShape& shape, KernelChoice choice, bool with_bias);
 
 // grad_weight[g] = sum over the samples b of group g of grad_out[b] (x) im2col(x[b]), written in
 // memory order [G, Cout, kh, kw, Cin]; every element is written (groups without samples get zeros).
-// Bitwise reproducible: no atomics.
+// grad_bias: null, or [G, Cout] to receive the bias gradient from the same pass over grad_out
+// (the sums of launch_grouped_conv_backward_bias in another fixed order: fp32 / fp64 slice sums,
+// Kahan-compensated across slices, the lanes in a fixed tree, split-K partials summed in order,
+// rounded once). Bitwise reproducible: no atomics.
 template <typename T>
 cudaError_t launch_grouped_conv_backward_weight(const T* grad_out_nhwc, const T* x_nhwc, const int64_t* order,
-                                                const int64_t* offsets, T* grad_weight, void* workspace,
-                                                const ConvShape& shape, KernelChoice choice, cudaStream_t stream);
+                                                const int64_t* offsets, T* grad_weight, T* grad_bias,
+                                                void* workspace, const ConvShape& shape, KernelChoice choice,
+                                                cudaStream_t stream);
 
 // grad_bias[g, co] = sum over the samples b of group g and the pixels p of grad_out[b, co, p], in
 // one launch. grad_out is read through `strides` ([B, Cout, pixels] element strides: NCHW or NHWC).

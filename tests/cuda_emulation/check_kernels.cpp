@@ -187,15 +187,25 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
   compare(std::string(label) + " grad-input", gx, expect(gx_ref, Cin, H * W, nhwc_out));
 
   const std::string width_gx = copy_widths_since(copies_gx);
-  // Split-K 1 needs no workspace (null here: any use would crash) and runs one kernel, the GEMM
-  // writing grad_weight; split-K > 1 adds the reduce.
-  const size_t ws_bytes = grouped_conv_backward_weight_workspace_bytes<T>(shape, choice);
+  // grad_bias[g, co] = sum of dy over the group's samples and pixels.
+  std::vector<int64_t> gb_ref(size_t(G) * Cout, 0);
+  for (int b = 0; b < B; ++b)
+    for (int co = 0; co < Cout; ++co)
+      for (int p = 0; p < OH * OW; ++p) gb_ref[size_t(c.group[b]) * Cout + co] += dy[(size_t(b) * Cout + co) * OH * OW + p];
+  std::vector<T> gb_want(gb_ref.size());
+  for (size_t i = 0; i < gb_ref.size(); ++i) gb_want[i] = from_int<T>(gb_ref[i]);
+
+  // Grad-weight with the fused bias gradient. Split-K 1 needs no workspace (null here: any use
+  // would crash) and runs one kernel, the GEMM writing grad_weight and grad_bias; split-K > 1 adds
+  // the reduce (one kernel for both).
+  const size_t ws_bytes = grouped_conv_backward_weight_workspace_bytes<T>(shape, choice, true);
   std::vector<unsigned char> ws(ws_bytes, 0xFF);
-  std::vector<T> gw(gw_ref.size(), poison<T>()), gw2(gw_ref.size(), poison<T>());
+  std::vector<T> gw(gw_ref.size(), poison<T>()), gw2(gw_ref.size(), poison<T>()), gb_fused(gb_ref.size(), poison<T>());
   const auto copies_gw = copy_counts();
   const long launches_before = g_launch_count;
   st = launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
-                                              gw.data(), ws_bytes ? ws.data() : nullptr, shape, choice, nullptr);
+                                              gw.data(), gb_fused.data(), ws_bytes ? ws.data() : nullptr, shape, choice,
+                                              nullptr);
   const long gw_launches = g_launch_count - launches_before;
   const std::string width_gw = copy_widths_since(copies_gw);
   if (st) std::printf("launch error %d\n", st), ++failures;
@@ -207,23 +217,23 @@ void run_path(const Case& c, const char* path, bool tensor_core, TileShape tile,
           for (int s = 0; s < K; ++s)
             gw_want[(((size_t(g) * Cout + co) * K + r) * K + s) * Cin + ci] = from_int<T>(gw_ref[wi(g, co, ci, r, s)]);
   compare(std::string(label) + " grad-weight", gw, gw_want);
-  std::fill(ws.begin(), ws.end(), 0x7F);
-  launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
-                                         gw2.data(), ws_bytes ? ws.data() : nullptr, shape, choice, nullptr);
-  compare(std::string(label) + " grad-weight rerun", gw2, gw);
   const bool has_gw = Cout > 0 && Cin > 0;  // else the launcher returns before any kernel
+  if (has_gw) compare(std::string(label) + " grad-bias fused in grad-weight", gb_fused, gb_want);
+  // Without the bias gradient: the same grad_weight (and a smaller workspace, poisoned otherwise).
+  const size_t ws_bytes_plain = grouped_conv_backward_weight_workspace_bytes<T>(shape, choice, false);
+  std::vector<unsigned char> ws2(ws_bytes_plain, 0x7F);
+  launch_grouped_conv_backward_weight<T>(dy_nhwc.data(), x_nhwc.data(), plan.order.data(), plan.offsets.data(),
+                                         gw2.data(), nullptr, ws_bytes_plain ? ws2.data() : nullptr, shape, choice,
+                                         nullptr);
+  compare(std::string(label) + " grad-weight rerun without bias", gw2, gw);
   const long want_launches = !has_gw ? 0 : (split_k <= 1 ? 1 : 2);
+  const size_t want_ws = split_k <= 1 ? 0 : size_t(split_k) * G * Cout * (size_t(Cin) * K * K + 1) * sizeof(AccOf<T>);
   check(std::string(label) + " grad-weight kernels",
-        gw_launches == want_launches && (split_k > 1 || ws_bytes == 0),
+        gw_launches == want_launches && ws_bytes == want_ws && ws_bytes_plain == (split_k <= 1 ? 0 : want_ws - size_t(split_k) * G * Cout * sizeof(AccOf<T>)),
         std::to_string(gw_launches) + " launch(es), workspace " + std::to_string(ws_bytes) + " bytes");
 
-  // grad_bias[g, co] = sum of dy over the group's samples and pixels, read NCHW and NHWC.
-  std::vector<int64_t> gb_ref(size_t(G) * Cout, 0);
-  for (int b = 0; b < B; ++b)
-    for (int co = 0; co < Cout; ++co)
-      for (int p = 0; p < OH * OW; ++p) gb_ref[size_t(c.group[b]) * Cout + co] += dy[(size_t(b) * Cout + co) * OH * OW + p];
-  std::vector<T> gb_want(gb_ref.size()), dy_nchw(dy.size());
-  for (size_t i = 0; i < gb_ref.size(); ++i) gb_want[i] = from_int<T>(gb_ref[i]);
+  // The bias kernel, reading dy NCHW and NHWC.
+  std::vector<T> dy_nchw(dy.size());
   for (size_t i = 0; i < dy.size(); ++i) dy_nchw[i] = from_int<T>(dy[i]);
   for (bool nhwc_dy : {false, true}) {
     std::vector<T> gb(gb_ref.size(), poison<T>());
@@ -276,16 +286,16 @@ void run_malformed(bool tensor_core) {
       const KernelChoice choice{tensor_core, i % 2 ? TileShape::k128x128 : TileShape::k64x64, 2};
         std::vector<T> x(size_t(B) * H * W * Cin, from_int<T>(1)), w(size_t(G) * Cout * K * K * Cin, from_int<T>(1)),
             bias(size_t(G) * Cout, from_int<T>(1)), dy(size_t(B) * OH * OW * Cout, from_int<T>(1)), out(dy.size()),
-            gx(x.size()), gw(w.size());
-        std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(s, choice));
+            gx(x.size()), gw(w.size()), gb(size_t(G) * Cout);
+        std::vector<unsigned char> ws(grouped_conv_backward_weight_workspace_bytes<T>(s, choice, true));
         const OutStrides os{int64_t(Cout) * OH * OW, OH * OW, 1}, is{int64_t(Cin) * H * W, 1, Cin};
         const std::vector<int64_t> o(off), r(ord);  // exact-size heap copies
         int st = launch_grouped_conv_forward<T>(x.data(), w.data(), int64_t(Cout) * K * K * Cin, bias.data(), r.data(), o.data(), out.data(), os, s,
                                                 choice, nullptr);
         st |= launch_grouped_conv_backward_input<T>(dy.data(), w.data(), int64_t(Cout) * K * K * Cin, r.data(), o.data(), gx.data(), is, s, choice,
                                                     nullptr);
-        st |= launch_grouped_conv_backward_weight<T>(dy.data(), x.data(), r.data(), o.data(), gw.data(), ws.data(), s,
-                                                     choice, nullptr);
+        st |= launch_grouped_conv_backward_weight<T>(dy.data(), x.data(), r.data(), o.data(), gw.data(), gb.data(),
+                                                     ws.data(), s, choice, nullptr);
         if (st) ++failures;
       }
   }
@@ -354,8 +364,29 @@ int print_layouts() {
   return 0;
 }
 
+// Whether the forward saves its NHWC x for backward (saves_input_nhwc), and the activation copies of
+// one layer's training step (forward, then grad-input and grad-weight) with and without that:
+// "<forward path> <input path> <weight path> <weight measure first> <x channels_last> <dy channels_last>:
+// <saves> <copies> <copies without saving>".
+int print_saved_input() {
+  for (int pf = 0; pf < 4; ++pf)
+    for (int pi = 0; pi < 4; ++pi)
+      for (int pw = 0; pw < 4; ++pw)
+        for (int pending = 0; pending < 2; ++pending)
+          for (int x_cl = 0; x_cl < 2; ++x_cl)
+            for (int dy_cl = 0; dy_cl < 2; ++dy_cl) {
+              const bool saves = saves_input_nhwc(Path(pf), Path(pw), pending, x_cl);
+              const int forward = int(reads_nhwc(Path(pf)) && !x_cl);
+              const int with = forward + plan_backward_layouts(true, Path(pi), true, Path(pw), dy_cl, x_cl || saves).copies();
+              const int without = forward + plan_backward_layouts(true, Path(pi), true, Path(pw), dy_cl, x_cl).copies();
+              std::printf("%d %d %d %d %d %d: %d %d %d\n", pf, pi, pw, pending, x_cl, dy_cl, int(saves), with, without);
+            }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "layouts") return print_layouts();
+  if (argc > 1 && std::string(argv[1]) == "saved") return print_saved_input();
   if (argc > 3 && std::string(argv[1]) == "dispatch") return print_dispatch(std::atoi(argv[2]), std::atoi(argv[3]));
   if (argc > 3 && std::string(argv[1]) == "convert") return convert(argv[2], argv[3]);
   if (argc > 1 && std::string(argv[1]) == "zero") {
