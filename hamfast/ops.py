@@ -594,8 +594,9 @@ if _extension.available():
         # none in the CUDA backward (which reads NHWC), and grad_x comes back channels_last like x.
         grad_out = grad_out.contiguous(memory_format=ctx.dy_format)
         # One call for the three passes, so that CUDA converts grad_out to NHWC once for grad-input and
-        # grad-weight (plan_backward_layouts); the bias gradient is one deterministic kernel on CUDA
-        # (per (group, channel) sums, rounded once). Each result is bitwise the separate op's.
+        # grad-weight (plan_backward_layouts) and sums the bias gradient in an own-kernel grad-weight's
+        # pass over dy (else one deterministic bias kernel; either rounded once). grad_x and
+        # grad_weight are bitwise the separate ops'.
         mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[2])]
         if not any(mask):
             return None, None, None, None, None, None, None
