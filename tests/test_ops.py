@@ -313,6 +313,10 @@ def test_saving_forward_hands_backward_an_nhwc_x_with_the_plain_forwards_results
     algorithm for a channels_last x). Without a weight gradient nothing is saved."""
     import hamfast.ops as ops
 
+    if device == "cuda":
+        # The fixed choice, and cuDNN (if it runs a pass) deterministic, so both runs compute alike.
+        monkeypatch.setenv("HAMFAST_AUTOTUNE", "off")
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     x, weight, bias, group, stride, padding = make_case("k3_pad1", device)
     plan = make_group_plan(group, weight.shape[0])
 
@@ -373,23 +377,26 @@ def test_opcheck_saving_forward():
 
 @requires_extension
 @pytest.mark.parametrize("device", DEVICES)
-def test_channels_last_x_gets_channels_last_dy_and_grad_x(device):
+def test_channels_last_x_gets_channels_last_dy_and_grad_x(device, monkeypatch):
     """dy reaches the backward op in x's memory format (a channels_last network's dy is then no copy,
     and CUDA's own kernels read it in place), and grad_x is computed in it; the values are those of
-    the NCHW call."""
+    the NCHW call (float32 without TF32: the passes may run other algorithms for the two layouts)."""
+    import hamfast.ops as ops
+
+    monkeypatch.setattr(ops, "_saves_input_nhwc", lambda *a: False)  # x as given reaches the backward
     x, weight, bias, group, stride, padding = make_case("k3_pad1", device)
     results = []
     for layout in (torch.contiguous_format, torch.channels_last):
         xi = x.detach().contiguous(memory_format=layout).requires_grad_()
         wi = weight.detach().clone().requires_grad_()
         calls = _BackwardCalls()
-        with calls:
+        with calls, cuda_tf32(False):
             grouped_conv2d(xi, wi, bias, group, stride, padding).square().sum().backward()
         cl = layout == torch.channels_last
         assert calls.backward_layouts == [(cl, cl)], (layout, calls.backward_layouts)
         results.append((xi.grad, wi.grad))
     (gx, gw), (gx_cl, gw_cl) = results
-    assert torch.allclose(gx_cl, gx, rtol=1e-5, atol=1e-5) and torch.allclose(gw_cl, gw, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(gx_cl, gx, rtol=1e-4, atol=1e-4) and torch.allclose(gw_cl, gw, rtol=1e-4, atol=1e-4)
     if device == "cuda":
         assert gx_cl.is_contiguous(memory_format=torch.channels_last)
 
