@@ -175,17 +175,23 @@ def test_dispatcher_picks_a_path_every_device_can_run(checker):
     assert "forced by HAMFAST_DISPATCH_OVERRIDE" in forced[(F16, 64, 128, 16, "grad-weight")]
 
 
+def integer_table(checker, mode: str) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """The rows "<ints>: <ints>" that ``check_kernels <mode>`` prints, keyed by the left side."""
+    out = subprocess.run([str(checker), mode], capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        head, rest = line.split(": ")
+        rows[tuple(map(int, head.split()))] = tuple(map(int, rest.split()))
+    return rows
+
+
 @needs_gxx
 def test_one_backward_call_converts_dy_once_and_nothing_for_cudnn(checker):
     """plan_backward_layouts (dispatch.cpp), which grouped_conv2d_backward on CUDA follows: dy is
     copied to NHWC at most once for grad-input and grad-weight together (where the separate ops
     copied it once per own-kernel pass), x only for an own-kernel grad-weight, nothing that is
     channels_last already, and nothing for a pass on cuDNN (those take NCHW as before)."""
-    out = subprocess.run([str(checker), "layouts"], capture_output=True, text=True, timeout=60, check=True).stdout
-    rows = {}
-    for line in out.splitlines():
-        head, rest = line.split(": ")
-        rows[tuple(map(int, head.split()))] = tuple(map(int, rest.split()))
+    rows = integer_table(checker, "layouts")
     assert len(rows) == 2 * 4 * 2 * 4 * 2 * 2
     own = {0, 1}  # kTensorCore, kSimt; 2 and 3 are the cuDNN paths
     for (gi, pi, gw, pw, dy_cl, x_cl), (convert_dy, convert_x, copies, separate) in rows.items():
@@ -209,11 +215,7 @@ def test_forward_saves_its_nhwc_x_only_when_an_own_kernel_grad_weight_will_read_
     to autograd: only when forward and grad-weight both run own kernels, grad-weight's choice is
     settled and x is not channels_last. Then a layer's step makes one copy less (HAM's NCHW layers
     on the own kernels: 3 -> 2), and never more in any combination."""
-    out = subprocess.run([str(checker), "saved"], capture_output=True, text=True, timeout=60, check=True).stdout
-    rows = {}
-    for line in out.splitlines():
-        head, rest = line.split(": ")
-        rows[tuple(map(int, head.split()))] = tuple(map(int, rest.split()))
+    rows = integer_table(checker, "saved")
     assert len(rows) == 4 * 4 * 4 * 2 * 2 * 2
     own = {0, 1}
     for (pf, pi, pw, pending, x_cl, dy_cl), (saves, copies, without) in rows.items():

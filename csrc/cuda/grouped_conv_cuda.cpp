@@ -513,6 +513,7 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     << " SMs): x [" << geo.batch << ", " << geo.in_channels << ", " << geo.height << ", " << geo.width << "] "
     << x.scalar_type() << ", " << geo.groups << " groups of [" << geo.out_channels << ", " << geo.in_channels << ", "
     << geo.kernel_h << ", " << geo.kernel_w << "] weights, stride " << stride << ", padding " << padding << "\n";
+  Path weight_path = Path::kCudnnGroupsB;  // grad-weight's, for the grad-bias line
   for (PassKind pass : {PassKind::kForward, PassKind::kGradInput, PassKind::kGradWeight}) {
     if (has_zero_extent(geo)) {
       s << "  " << cuda::pass_name(pass) << ": none (a zero-sized batch or channel dimension: no kernel runs)\n";
@@ -520,8 +521,9 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     }
     bool measure_first = false;
     const Decision d = cuda::decide(pass, precision, shape, dev, context, &measure_first);
+    if (pass == PassKind::kGradWeight) weight_path = d.path;
     s << "  " << cuda::pass_name(pass) << ": " << cuda::describe(d, precision);
-    if (d.path == Path::kTensorCore || d.path == Path::kSimt) {
+    if (cuda::reads_nhwc(d.path)) {
       // As the launchers decide (grouped_conv_kernels.cu), given aligned tensors.
       const int64_t ca = pass == PassKind::kGradInput ? geo.out_channels : geo.in_channels;
       const int64_t cb = pass == PassKind::kForward ? ca : (pass == PassKind::kGradInput ? geo.in_channels : geo.out_channels);
@@ -534,10 +536,8 @@ std::string grouped_conv2d_explain_cuda(const at::Tensor& x, const at::Tensor& w
     s << "\n    why: " << d.why << "\n";
   }
   if (!has_zero_extent(geo)) {
-    bool measure_first = false;
-    const Decision gw = cuda::decide(PassKind::kGradWeight, precision, shape, dev, context, &measure_first);
     s << "  grad-bias: "
-      << (cuda::fused_bias_gradient(true, true, gw.path)
+      << (cuda::fused_bias_gradient(true, true, weight_path)
               ? "summed in grad-weight's pass over dy (with the weight gradient; else the bias kernel)"
               : "the bias kernel, one deterministic launch (grad-weight runs on cuDNN)")
       << "\n";

@@ -12,7 +12,13 @@ from torch import nn
 
 Tensor = torch.Tensor
 
-__all__ = ["HyperNetwork"]
+__all__ = ["HyperNetwork", "place_rows"]
+
+
+def place_rows(rows: Tensor, placement: Tensor, width: int) -> Tensor:
+    """``rows`` [P, ...] put at rows ``placement`` (int64 [P]) of a zero tensor [width, ...]: the last
+    layer's per-output rows moved to the outputs a placement gives them."""
+    return rows.new_zeros((width,) + tuple(rows.shape[1:])).index_copy_(0, placement.to(rows.device), rows)
 
 
 class HyperNetwork(nn.Module):
@@ -72,10 +78,9 @@ class HyperNetwork(nn.Module):
             ):
                 raise ValueError(f"placement must be [{out_features}] positions below width, got "
                                  f"{tuple(placement.shape)} and width {width}")
-            placement = placement.to(self.out.weight.device)
             placed = nn.Linear(hidden, width, device="meta")
-            placed.weight = nn.Parameter(self.out.weight.new_zeros(width, hidden).index_copy_(0, placement, self.out.weight))
-            placed.bias = nn.Parameter(self.out.bias.new_zeros(width).index_copy_(0, placement, self.out.bias))
+            placed.weight = nn.Parameter(place_rows(self.out.weight, placement, width))
+            placed.bias = nn.Parameter(place_rows(self.out.bias, placement, width))
             self.out = placed
 
     def forward(self, mu: Tensor) -> Tensor:

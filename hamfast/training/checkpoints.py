@@ -11,6 +11,7 @@ from torch import nn
 
 from hamfast.files import write_atomic
 from hamfast.models.ham import HAM, output_placement
+from hamfast.models.hypernet import place_rows
 from hamfast.training.divergence import nonfinite_tensors
 from hamfast.training.trainer import TrainConfig, TrainResult, build_from_config
 
@@ -125,7 +126,7 @@ def _place_format_1_hypernet(model: HAM, state: dict) -> dict:
         old = state.get(key)
         if not isinstance(old, torch.Tensor) or old.dim() < 1 or old.shape[0] != placement.numel():
             return state
-        state[key] = old.new_zeros((width,) + tuple(old.shape[1:])).index_copy_(0, placement, old)
+        state[key] = place_rows(old, placement, width)
     return state
 
 
